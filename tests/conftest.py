@@ -1,0 +1,49 @@
+"""Shared fixtures and the per-backend test policy.
+
+The suite runs once per Keras backend (``scripts/test.sh``). Tests whose result cannot depend on
+the backend (TFDS builders, parsing, metrics on NumPy arrays) carry ``@pytest.mark.once`` and run
+only in the TensorFlow pass; everything under ``datasets/`` is treated the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def backend() -> str:
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if backend() == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason="backend-independent: runs in the tensorflow pass only")
+    datasets_dir = REPO / "datasets"
+    for item in items:
+        in_datasets = datasets_dir in Path(str(item.fspath)).resolve().parents
+        if in_datasets or item.get_closest_marker("once"):
+            item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    return f"keras backend: {backend()}"
+
+
+@pytest.fixture(scope="session")
+def emodb_dir() -> Path:
+    """The EmoDB copy beside the repository (a folder holding ``wav/``)."""
+    path = Path(os.environ.get("KERAS_DKD_EMODB_DIR", SHARED / "data" / "emodb"))
+    if not (path / "wav").is_dir():
+        pytest.skip(f"EmoDB not found at {path} (set KERAS_DKD_EMODB_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def emodb_wavs(emodb_dir) -> list[Path]:
+    return sorted((emodb_dir / "wav").glob("*.wav"))
