@@ -1,0 +1,6 @@
+"""IEMOCAP TFDS dataset folder (manual download).
+
+Build with ``tfds build datasets/iemocap --manual_dir=DIR``; the builder is in
+``iemocap_dataset_builder.py``. This file imports nothing, so that importing the package never
+registers the builder a second time.
+"""
