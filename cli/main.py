@@ -6,27 +6,23 @@ Commands parse options, call the library and print. Library errors that the user
 
 from __future__ import annotations
 
-import functools
 import json
+import os
 import sys
 
-import click
+# Keep TensorFlow's C++ start-up chatter (CPU feature notes) off the user's terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_dkd import __version__
-from keras_dkd.errors import UserError
+import click  # noqa: E402
 
+from keras_dkd import __version__  # noqa: E402
+from keras_dkd.cli.evaluate import evaluate, predict  # noqa: E402
+from keras_dkd.cli.export import export  # noqa: E402
+from keras_dkd.cli.options import user_errors  # noqa: E402
+from keras_dkd.cli.prepare import prepare  # noqa: E402
+from keras_dkd.cli.train import ablate, cv, train  # noqa: E402
 
-def user_errors(func):
-    """Turn a library :class:`UserError` into a one-line click error (exit 1, no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except UserError as error:
-            raise click.ClickException(str(error)) from None
-
-    return wrapper
+__all__ = ["cli", "main", "user_errors"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,6 +32,19 @@ def cli():
 
     Pick the Keras backend with KERAS_BACKEND=tensorflow|torch|jax.
     """
+    _quiet_library_logs()
+
+
+def _quiet_library_logs():
+    """Keep TensorFlow's and TFDS's warnings (retracing notes, deprecations) off the terminal."""
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+    except ImportError:  # pragma: no cover (absl comes with TensorFlow)
+        return
+    absl_logging.set_verbosity(absl_logging.ERROR)
 
 
 @cli.command()
@@ -60,6 +69,10 @@ def info(as_json):
     click.echo(f"runs dir              {env['runs_dir']}")
     click.echo(f"EmoDB manual dir      {env['emodb_dir'] or '(not set: downloads the archive)'}")
     click.echo(f"IEMOCAP manual dir    {env['iemocap_dir'] or '(not set)'}")
+
+
+for _command in (prepare, train, evaluate, predict, ablate, cv, export):
+    cli.add_command(_command)
 
 
 def main():

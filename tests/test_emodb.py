@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile
 import tensorflow_datasets as tfds
-from keras_dkd.datasets.emodb import emodb_dataset_builder as emodb
 
 from keras_dkd import corpora
+from keras_dkd.datasets.emodb import emodb_dataset_builder as emodb
 from keras_dkd.errors import DatasetError
 
 pytestmark = pytest.mark.once

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile
 import tensorflow_datasets as tfds
-from keras_dkd.datasets.iemocap import iemocap_dataset_builder as iemocap
 
 from keras_dkd import corpora
+from keras_dkd.datasets.iemocap import iemocap_dataset_builder as iemocap
 from keras_dkd.errors import DatasetError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -6,6 +6,7 @@ import pytest
 pytest.importorskip("dill", reason="tfds.testing needs dill: pip install dill")
 
 import tensorflow_datasets as tfds  # noqa: E402
+
 from keras_dkd.datasets.emodb import emodb_dataset_builder  # noqa: E402
 
 pytestmark = pytest.mark.once

@@ -1,0 +1,452 @@
+"""Throughput of the DKDFMH network under the current Keras backend, against plain PyTorch.
+
+Run by hand, never in CI (it takes a few minutes and its figures depend on the machine)::
+
+    KERAS_BACKEND=torch      .venv/bin/python benchmarks/throughput.py
+    KERAS_BACKEND=jax        .venv/bin/python benchmarks/throughput.py --steps 30
+    KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/throughput.py --json tf.json
+
+It times, at batch 32 of (197, 40) segments and in the same process:
+
+- one training step (Adam, sparse categorical cross-entropy on logits) of
+  ``keras_dkd.models.build_model()`` compiled with the backend's recommended ``jit_compile``;
+- one inference batch (``predict_on_batch``);
+- one DKD step of ``keras_dkd.distiller.Distiller`` (teacher forward plus student forward and
+  backward, ``train_on_batch``), if that module is present;
+
+and the same three for a plain PyTorch eager implementation of the same network, written below
+the way a user would write it (NCHW, one 1x1 ``Conv2d`` per head for each of Q, K and V). The
+baseline runs in a child process of its own (TensorFlow or JAX in the same process slow PyTorch
+down), driven step by step over a pipe, so that the Keras and PyTorch steps still alternate round
+after round and see the same machine load. Figures are medians over the rounds; ratios > 1 mean
+Keras is faster: the ratio of the two medians, and in brackets the median of the per-round
+ratios, which resists load that drifts during the run.
+
+The last lines are markdown table rows for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+NUM_CLASSES = 4
+INPUT_SHAPE = (197, 40)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed rounds (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
+    parser.add_argument("--batch-size", type=int, default=32, help="segments per batch")
+    parser.add_argument(
+        "--jit-compile",
+        choices=["recommended", "auto", "true", "false"],
+        default="recommended",
+        help="jit_compile for model.compile (default: keras_dkd's recommendation per backend)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="limit every runtime to N threads"
+    )
+    parser.add_argument("--no-distiller", action="store_true", help="skip the DKD section")
+    parser.add_argument("--no-torch", action="store_true", help="skip the plain PyTorch baseline")
+    parser.add_argument("--json", metavar="PATH", help="also write all figures as JSON")
+    parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def limit_threads(threads):
+    """Must run before TensorFlow, JAX or PyTorch start their thread pools."""
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + f" --xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'}"
+        + f" intra_op_parallelism_threads={threads}"
+    ).strip()
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+
+
+# --------------------------------------------------------------------------- plain PyTorch
+
+
+def plain_torch_network(num_classes=NUM_CLASSES, heads=4, hidden=64):
+    """The network as a PyTorch user writes it: NCHW, separate 1x1 convolutions per head."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class HeadFusion(nn.Module):
+        def __init__(self, channels=80):
+            super().__init__()
+            self.q = nn.ModuleList(nn.Conv2d(channels, hidden, 1) for _ in range(heads))
+            self.k = nn.ModuleList(nn.Conv2d(channels, hidden, 1) for _ in range(heads))
+            self.v = nn.ModuleList(nn.Conv2d(channels, hidden, 1) for _ in range(heads))
+
+        def forward(self, x):
+            maps = []
+            for q, k, v in zip(self.q, self.k, self.v, strict=True):
+                attention = F.softmax(q(x) * k(x), dim=1)
+                maps.append(attention * v(x))
+            fused = torch.cat(maps, dim=2)  # heads stacked along time
+            return F.relu(fused).mean(dim=(2, 3))
+
+    class Network(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1a = nn.Conv2d(1, 8, (10, 2), padding=(4, 0))
+            self.bn1a = nn.BatchNorm2d(8)
+            self.conv1b = nn.Conv2d(1, 8, (2, 8), padding=(0, 3))
+            self.bn1b = nn.BatchNorm2d(8)
+            self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+            self.bn2 = nn.BatchNorm2d(32)
+            self.conv3 = nn.Conv2d(32, 48, 3, padding=1)
+            self.bn3 = nn.BatchNorm2d(48)
+            self.conv4 = nn.Conv2d(48, 64, 3, padding=1)
+            self.bn4 = nn.BatchNorm2d(64)
+            self.conv5 = nn.Conv2d(64, 80, 3, padding=1)
+            self.bn5 = nn.BatchNorm2d(80)
+            self.attention = HeadFusion()
+            self.fc = nn.Linear(hidden, num_classes)
+
+        def forward(self, x):
+            x = x.unsqueeze(1)
+            a = F.relu(self.bn1a(self.conv1a(x)))
+            b = F.relu(self.bn1b(self.conv1b(x)))
+            x = torch.cat([a, b], dim=1)
+            x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+            x = F.max_pool2d(F.relu(self.bn3(self.conv3(x))), 2)
+            x = F.relu(self.bn4(self.conv4(x)))
+            x = F.relu(self.bn5(self.conv5(x)))
+            return self.fc(self.attention(x))
+
+    return Network()
+
+
+def plain_torch_dkd_loss(student, teacher, labels, alpha=1.0, beta=8.0, temperature=4.0):
+    """Decoupled KD as in the reference implementation (mdistiller), in plain PyTorch."""
+    import torch
+    import torch.nn.functional as F
+
+    target = F.one_hot(labels, student.shape[1]).bool()
+    p_s = F.softmax(student / temperature, dim=1)
+    p_t = F.softmax(teacher / temperature, dim=1)
+    b_s = torch.stack([(p_s * target).sum(1), (p_s * ~target).sum(1)], dim=1)
+    b_t = torch.stack([(p_t * target).sum(1), (p_t * ~target).sum(1)], dim=1)
+    tckd = F.kl_div(torch.log(b_s), b_t, reduction="batchmean") * temperature**2
+    log_p_s = F.log_softmax(student / temperature - 1000.0 * target, dim=1)
+    p_t_nt = F.softmax(teacher / temperature - 1000.0 * target, dim=1)
+    nckd = F.kl_div(log_p_s, p_t_nt, reduction="batchmean") * temperature**2
+    return alpha * tckd + beta * nckd
+
+
+def plain_torch_steps(x_np, y_np):
+    """Closures for one plain PyTorch training step, inference batch and DKD step."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x = torch.from_numpy(x_np)
+    y = torch.from_numpy(y_np).long()
+    model = plain_torch_network()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    teacher = plain_torch_network().eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = plain_torch_network()
+    student_optimizer = torch.optim.Adam(student.parameters(), lr=1e-4)
+
+    def train():
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+    def infer():
+        model.eval()
+        with torch.no_grad():
+            model(x)
+
+    def dkd():
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        student_optimizer.zero_grad(set_to_none=True)
+        logits = student(x)
+        loss = F.cross_entropy(logits, y) + plain_torch_dkd_loss(logits, teacher_logits, y)
+        loss.backward()
+        student_optimizer.step()
+
+    return {"train": train, "infer": infer, "dkd": dkd}
+
+
+def make_batch(batch_size):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch_size, *INPUT_SHAPE)).astype("float32")
+    y = rng.integers(0, NUM_CLASSES, size=batch_size).astype("int32")
+    return x, y
+
+
+def serve_baseline(args):
+    """Child process: run one plain PyTorch step per command read from stdin, reply its time."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    x, y = make_batch(args.batch_size)
+    steps = plain_torch_steps(x, y.astype("int64"))
+    params = count_torch_parameters()
+    print(f"ready {params} {torch.__version__} {torch.get_num_threads()}", flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "quit":
+            break
+        start = time.perf_counter()
+        steps[command]()
+        print(time.perf_counter() - start, flush=True)
+    return 0
+
+
+class BaselineProcess:
+    """The plain PyTorch baseline in a child process; ``step(name)`` returns its seconds."""
+
+    def __init__(self, args):
+        import subprocess
+
+        command = [sys.executable, __file__, "--serve-baseline", "--batch-size"]
+        command += [str(args.batch_size)] + (
+            ["--threads", str(args.threads)] if args.threads else []
+        )
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        ready = self.process.stdout.readline().split()
+        if not ready or ready[0] != "ready":
+            raise RuntimeError("the plain PyTorch baseline process did not start")
+        self.parameters, self.torch_version, self.threads = int(ready[1]), ready[2], int(ready[3])
+
+    def step(self, name):
+        self.process.stdin.write(name + "\n")
+        return float(self.process.stdout.readline())
+
+    def close(self):
+        self.process.stdin.write("quit\n")
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def count_torch_parameters():
+    model = plain_torch_network()
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --------------------------------------------------------------------------- Keras
+
+
+def keras_steps(x_np, y_np, jit_compile, with_distiller):
+    import keras
+
+    from keras_dkd.models import build_model
+
+    keras.utils.set_random_seed(0)
+    x = keras.ops.convert_to_tensor(x_np)
+    y = keras.ops.convert_to_tensor(y_np)
+    model = build_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    steps = {
+        "train": lambda: model.train_on_batch(x, y),
+        "infer": lambda: model.predict_on_batch(x),
+    }
+    notes = []
+    if with_distiller:
+        try:
+            from keras_dkd.distiller import Distiller
+        except ImportError as error:
+            notes.append(f"DKD section skipped: keras_dkd.distiller not importable ({error})")
+        else:
+            teacher, student = build_model(), build_model()
+            distiller = Distiller(teacher, student, mode="dkd", warmup_epochs=0)
+            distiller.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit_compile)
+            steps["dkd"] = lambda: distiller.train_on_batch(x, y)
+    return model, steps, notes
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def interleaved(pairs, rounds, warmup, remote=()):
+    """Time each callable of ``pairs`` (name -> fn) once per round, alternating the order.
+
+    Callables named in ``remote`` time themselves (in the baseline process) and return seconds.
+    """
+    names = list(pairs)
+    for _ in range(warmup):
+        for name in names:
+            pairs[name]()
+    samples = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            value = pairs[name]()
+            elapsed = time.perf_counter() - start
+            samples[name].append(value if name in remote else elapsed)
+    return samples
+
+
+def summarize(seconds, batch_size):
+    median = statistics.median(seconds)
+    return {
+        "median_ms": 1000 * median,
+        "segments_per_s": batch_size / median,
+        "min_ms": 1000 * min(seconds),
+        "max_ms": 1000 * max(seconds),
+        "samples_ms": [round(1000 * s, 2) for s in seconds],
+    }
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        limit_threads(args.threads)
+    if args.serve_baseline:
+        return serve_baseline(args)
+
+    import importlib.util
+
+    import keras
+    import numpy as np
+
+    from keras_dkd.models import recommended_jit_compile
+
+    backend = keras.backend.backend()
+    jit_compile = {
+        "recommended": recommended_jit_compile(backend),
+        "auto": "auto",
+        "true": True,
+        "false": False,
+    }[args.jit_compile]
+    if args.threads and backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    if args.threads and backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    x, y = make_batch(args.batch_size)
+    model, ours, notes = keras_steps(x, y, jit_compile, not args.no_distiller)
+    baseline = None
+    if args.no_torch or importlib.util.find_spec("torch") is None:
+        notes.append("plain PyTorch baseline skipped (torch not installed or --no-torch)")
+    else:
+        baseline = BaselineProcess(args)
+
+    load_before = os.getloadavg()
+    results = {}
+    try:
+        for section in ("train", "infer", "dkd"):
+            if section not in ours:
+                continue
+            pairs = {"keras": ours[section]}
+            if baseline is not None:
+                pairs["torch"] = lambda section=section: baseline.step(section)
+            samples = interleaved(pairs, args.steps, args.warmup, remote=("torch",))
+            results[section] = {name: summarize(s, args.batch_size) for name, s in samples.items()}
+            if "torch" in samples:
+                figures = results[section]
+                figures["ratio"] = figures["torch"]["median_ms"] / figures["keras"]["median_ms"]
+                # Each round's torch time over the keras time next to it, then the median: robust
+                # to the machine's load drifting during the run.
+                pairs_ = zip(samples["torch"], samples["keras"], strict=True)
+                figures["paired_ratio"] = statistics.median(t / k for t, k in pairs_)
+    finally:
+        if baseline is not None:
+            baseline.close()
+    load_after = os.getloadavg()
+
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    info = {
+        "backend": backend,
+        "jit_compile": jit_compile,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "trainable_parameters": trainable,
+        "plain_torch_trainable_parameters": baseline.parameters if baseline else None,
+        "notes": notes,
+    }
+    if baseline is not None:
+        info["torch"] = baseline.torch_version
+        info["plain_torch_threads"] = baseline.threads
+
+    print(
+        f"backend {backend}, jit_compile={jit_compile}, batch {args.batch_size}, "
+        f"{args.steps} rounds after {args.warmup} warm-up; load average {load_before[0]:.1f} -> "
+        f"{load_after[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"trainable parameters: keras {trainable:,}"
+        + (f", plain torch {baseline.parameters:,}" if baseline else "")
+    )
+    for note in notes:
+        print(note)
+    labels = {"train": "training step", "infer": "inference", "dkd": "DKD step"}
+    for section, figures in results.items():
+        line = (
+            f"{labels[section]:>14}: keras {figures['keras']['median_ms']:7.1f} ms "
+            f"({figures['keras']['segments_per_s']:6.1f} seg/s)"
+        )
+        if "torch" in figures:
+            line += (
+                f" | plain torch {figures['torch']['median_ms']:7.1f} ms "
+                f"({figures['torch']['segments_per_s']:6.1f} seg/s) | ratio {figures['ratio']:.2f}x"
+                f" (paired {figures['paired_ratio']:.2f}x)"
+            )
+        print(line)
+
+    def cell(section):
+        if section not in results:
+            return "— | — | —"
+        f = results[section]
+        keras_cell = f"{f['keras']['median_ms']:.0f} ms ({f['keras']['segments_per_s']:.0f} seg/s)"
+        if "torch" not in f:
+            return f"{keras_cell} | — | —"
+        torch_cell = f"{f['torch']['median_ms']:.0f} ms ({f['torch']['segments_per_s']:.0f} seg/s)"
+        return f"{keras_cell} | {torch_cell} | {f['ratio']:.2f}× ({f['paired_ratio']:.2f}×)"
+
+    print()
+    print(
+        "| backend (jit_compile) | train step | plain PyTorch | ratio | inference | plain PyTorch "
+        "| ratio | DKD step | plain PyTorch | ratio |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {backend} ({jit_compile}) | {cell('train')} | {cell('infer')} | {cell('dkd')} |")
+
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"info": info, "results": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""``keras-dkd export``: a ``.keras`` model -> a TF Serving SavedModel version directory."""
+
+from __future__ import annotations
+
+import click
+
+from keras_dkd.cli.options import unsafe_option, user_errors
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Version number: writes EXPORT_DIR/N. Default: the largest existing version + 1.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace EXPORT_DIR/N if it already exists.")
+@unsafe_option
+@user_errors
+def export(model, export_dir, version, overwrite, unsafe):
+    """Export MODEL (.keras) for TF Serving as the SavedModel EXPORT_DIR/N.
+
+    Signatures: serving_default (features float32 [None, 197, 40] -> logits, probabilities)
+    and classify_waveform (waveform float32 [None]: one 16 kHz mono utterance of any length,
+    samples in [-1, 1] -> probabilities, class_id, label). The export runs under the TensorFlow
+    backend whatever backend trained the model (in a subprocess if needed), accepts standard
+    TensorFlow ops only, and the version directory appears atomically. Serve EXPORT_DIR with
+    the tensorflow/serving image (see the README).
+    """
+    from keras_dkd.export import export_saved_model
+
+    path = export_saved_model(
+        model, export_dir, version=version, overwrite=overwrite, safe_mode=not unsafe
+    )
+    click.echo(f"Exported {model} to {path}")
+    click.echo("  serving_default    features float32 [None, 197, 40] -> logits, probabilities")
+    click.echo(
+        "  classify_waveform  waveform float32 [None] (16 kHz mono) -> probabilities, "
+        "class_id, label"
+    )

@@ -1,0 +1,335 @@
+"""Shared pieces of the ``keras-dkd`` commands: error handling, option groups and validation.
+
+Everything here runs before any work starts: a bad option value is a click usage error (exit 2)
+raised while parsing, or by :func:`check_data_options` at the top of a command, before a dataset
+is built or a model created.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from keras_dkd.errors import UserError
+
+#: Corpora with a TFDS builder (kept equal to keras_dkd.corpora.CORPORA by a test; listed here
+#: so that ``--help`` and option parsing do not import TensorFlow Datasets).
+DATASETS = ("iemocap", "emodb")
+VARIANTS = ("dkd", "kd", "tckd", "nckd", "ce", "cnn")
+PROTOCOLS = ("random", "loso")
+
+
+def user_errors(func):
+    """Turn a library :class:`UserError` into a one-line click error (exit 1, no traceback).
+
+    Ctrl-C becomes a one-line note (exit 130): training saves a checkpoint every epoch, so the
+    same command resumes it.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as error:
+            raise click.ClickException(str(error)) from None
+        except KeyboardInterrupt:
+            click.echo(
+                "\nInterrupted. Rerun the same command to resume from the last completed epoch.",
+                err=True,
+            )
+            sys.exit(130)
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------------
+# options taking several values after one flag: --seeds 0 1 2
+# ------------------------------------------------------------------------------------------
+
+
+def _is_option_like(arg: str) -> bool:
+    if not arg.startswith("-") or arg == "-":
+        return False
+    try:
+        float(arg)  # a negative number is a value (validated later), not an option
+        return False
+    except ValueError:
+        return True
+
+
+class MultiValueOption(click.Option):
+    """An option that takes one or more values after one flag (``--seeds 0 1 2``).
+
+    Repeating the flag (``--seeds 0 --seeds 1``) and commas (``--seeds 0,1,2``) work too. The
+    command receives a tuple of the converted values, or ``None`` when the option is absent.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["multiple"] = True
+        super().__init__(*args, **kwargs)
+
+    def add_to_parser(self, parser, ctx):
+        result = super().add_to_parser(parser, ctx)
+        table = {**getattr(parser, "_long_opt", {}), **getattr(parser, "_short_opt", {})}
+        for name in self.opts:
+            option = table.get(name)
+            if option is None or getattr(option, "_greedy", False):
+                continue
+            original = option.process
+
+            def process(value, state, original=original):
+                values = [value]
+                while state.rargs and not _is_option_like(state.rargs[0]):
+                    values.append(state.rargs.pop(0))
+                for item in values:
+                    for part in str(item).split(","):
+                        if part.strip():
+                            original(part.strip(), state)
+
+            option.process = process
+            option._greedy = True
+        return result
+
+
+# ------------------------------------------------------------------------------------------
+# option groups
+# ------------------------------------------------------------------------------------------
+
+
+def _stack(*decorators):
+    def apply(func):
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+def dataset_option(required=True):
+    return click.option(
+        "--dataset",
+        type=click.Choice(DATASETS),
+        required=required,
+        help="The corpus (built with TFDS on first use).",
+    )
+
+
+def data_options(func):
+    """--config, --data-dir, --manual-dir, --cache-dir, --max-utterances."""
+    return _stack(
+        click.option(
+            "--config",
+            "config_name",
+            metavar="NAME",
+            default=None,
+            help="Dataset config (emodb: four_class [default], full; iemocap: "
+            "improvised [default], scripted, all, *_exc).",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="TFDS data dir [$KERAS_DKD_DATA_DIR or ~/tensorflow_datasets].",
+        ),
+        click.option(
+            "--manual-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Folder holding the corpus' files [$KERAS_DKD_<DATASET>_DIR].",
+        ),
+        click.option(
+            "--cache-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Feature cache [$KERAS_DKD_CACHE_DIR or ~/.cache/keras_dkd].",
+        ),
+        click.option(
+            "--max-utterances",
+            type=click.IntRange(min=2),
+            default=None,
+            metavar="N",
+            help="Use at most N utterances (quick trials and tests).",
+        ),
+    )(func)
+
+
+def protocol_options(default_protocol="random", fold_help=None):
+    return _stack(
+        click.option(
+            "--protocol",
+            type=click.Choice(PROTOCOLS),
+            default=default_protocol,
+            show_default=True,
+            help="random: speaker-dependent utterance split (the paper's); loso: "
+            "leave one speaker (EmoDB) / session (IEMOCAP) out.",
+        ),
+        click.option(
+            "--fold",
+            type=str,
+            default=None,
+            metavar="K",
+            help=fold_help
+            or "loso only: the held-out group, by index (0-based) or "
+            "name (speaker03, session1) [0].",
+        ),
+    )
+
+
+def training_options(func):
+    """Optimisation and distillation hyper-parameters shared by train, ablate and cv."""
+    return _stack(
+        click.option(
+            "--alpha",
+            type=click.FloatRange(min=0),
+            metavar="FLOAT",
+            default=1.0,
+            show_default=True,
+            help="Weight of TCKD (dkd, tckd) or of KD (kd).",
+        ),
+        click.option(
+            "--temperature",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="FLOAT",
+            default=4.0,
+            show_default=True,
+            help="Softmax temperature of the distillation terms.",
+        ),
+        click.option(
+            "--warmup-epochs",
+            type=click.IntRange(min=0),
+            metavar="INT",
+            default=20,
+            show_default=True,
+            help="Epochs over which the distillation weight ramps from 0 to 1.",
+        ),
+        click.option(
+            "--epochs",
+            type=click.IntRange(min=1),
+            metavar="INT",
+            default=50,
+            show_default=True,
+            help="Epochs of each phase (teacher, student).",
+        ),
+        click.option(
+            "--batch-size", type=click.IntRange(min=1), metavar="INT", default=32, show_default=True
+        ),
+        click.option(
+            "--learning-rate",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="FLOAT",
+            default=1e-4,
+            show_default=True,
+            help="Adam's learning rate (decayed as lr / (1 + 1e-6 step)).",
+        ),
+        click.option(
+            "--select",
+            type=click.Choice(("best", "last")),
+            default="best",
+            show_default=True,
+            help="Keep each phase's epoch with the best validation UA, or the last.",
+        ),
+        click.option(
+            "--val-fraction",
+            type=click.FloatRange(min=0, max=1, max_open=True),
+            metavar="FLOAT",
+            default=0.1,
+            show_default=True,
+            help="Share of training utterances held out for model selection.",
+        ),
+        click.option(
+            "--normalize/--no-normalize",
+            default=False,
+            show_default=True,
+            help="Standardize features with training-split statistics.",
+        ),
+    )(func)
+
+
+def quiet_option(func):
+    return click.option(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        help="No progress bars or phase lines; print only the results.",
+    )(func)
+
+
+def unsafe_option(func):
+    return click.option(
+        "--unsafe",
+        is_flag=True,
+        help="Load .keras files with Keras safe mode off (allows Lambda layers, which run "
+        "arbitrary Python code): only for files you trust.",
+    )(func)
+
+
+# ------------------------------------------------------------------------------------------
+# validation that needs the corpus
+# ------------------------------------------------------------------------------------------
+
+
+def check_data_options(dataset, config, protocol=None, fold=None):
+    """Validate ``--config`` and ``--fold`` against the corpus; return ``(config, fold_index)``.
+
+    Raises:
+        click.BadParameter: unknown config, ``--fold`` without ``--protocol loso``, or a fold
+            out of range (exit 2, before any work).
+    """
+    from keras_dkd import corpora
+
+    configs = list(corpora.configs(dataset))
+    if config is None:
+        config = corpora.DEFAULT_CONFIG[dataset]
+    elif config not in configs:
+        raise click.BadParameter(
+            f"{config!r} is not a {dataset} config; choose from {', '.join(configs)}",
+            param_hint="'--config'",
+        )
+    if fold is None:
+        if protocol == "loso":
+            return config, 0
+        return config, None
+    if protocol is not None and protocol != "loso":
+        raise click.BadParameter("--fold applies to --protocol loso only", param_hint="'--fold'")
+    return config, fold_index(dataset, fold)
+
+
+def fold_index(dataset, fold, param_hint="'--fold'") -> int:
+    """``fold`` (an index or a group name) as a 0-based index, or a click usage error."""
+    from keras_dkd import corpora
+
+    groups = list(corpora.groups(dataset))
+    text = str(fold).strip()
+    if text in groups:
+        return groups.index(text)
+    try:
+        index = int(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{fold!r} is neither a fold index nor a {dataset} group ({', '.join(groups)})",
+            param_hint=param_hint,
+        ) from None
+    if not 0 <= index < len(groups):
+        raise click.BadParameter(
+            f"{index} is out of range: {dataset} has {len(groups)} groups, so a fold is "
+            f"0-{len(groups) - 1} ({groups[0]} ... {groups[-1]})",
+            param_hint=param_hint,
+        )
+    return index
+
+
+def check_unique(values, param_hint):
+    """A usage error when a multi-value option repeats a value."""
+    if values and len(set(values)) != len(values):
+        raise click.BadParameter(
+            f"values repeat: {' '.join(str(v) for v in values)}", param_hint=param_hint
+        )
+
+
+def verbosity(quiet: bool) -> int:
+    """Keras ``verbose``: progress bars on a terminal, one line per epoch otherwise."""
+    if quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2

@@ -1,0 +1,443 @@
+"""SavedModel export for TensorFlow Serving, from a model trained on any Keras backend.
+
+:func:`export_saved_model` turns a keras-dkd ``.keras`` model into TF Serving's versioned layout,
+``EXPORT_DIR/N/`` (``saved_model.pb`` + ``variables/``), with two signatures:
+
+``serving_default``
+    input ``features``: float32 ``[None, 197, 40]`` (log filter-bank segments, as the model
+    takes them) -> ``logits`` and ``probabilities``, float32 ``[None, num_classes]``.
+``classify_waveform``
+    input ``waveform``: float32 ``[None]``, one utterance of any length, 16 kHz mono, on the scale
+    :func:`keras_dkd.audio.read_audio` returns (samples in [-1, 1]). In the graph: utterances
+    shorter than 2 s are zero-padded to one 2-s segment, the waveform is cut into 2-s segments
+    with a 0.4-s hop, :class:`keras_dkd.features.LogFBank` turns each into 197 x 40 features,
+    the model's segment logits are averaged (summed 64 segments at a time, so memory does not
+    grow with the utterance) -> ``probabilities`` float32 ``[num_classes]`` (softmax of the
+    mean logits), ``class_id`` int64 scalar and ``label`` string scalar (the model's class
+    names). It gives the answer of ``keras-dkd predict``. An empty waveform is an
+    ``InvalidArgument`` error.
+
+The export always runs under the TensorFlow backend, which traces the Keras model into a native
+TensorFlow graph (a JAX or torch process would need jax2tf, whose ``XlaCallModule`` op stock TF
+Serving may refuse, or torch_xla). From another backend the work is done by a subprocess,
+``python -m keras_dkd.export``, with ``KERAS_BACKEND=tensorflow``. The saved graph is checked
+before it is published: every op must be a registered TensorFlow op and none may be
+``XlaCallModule`` or a Python callback (``PyFunc``, ``EagerPyFunc``).
+
+The version directory is written atomically: the SavedModel is built in a hidden temporary
+directory beside it (TF Serving ignores names that are not numbers) and renamed into place, so
+a partial export never appears under ``EXPORT_DIR/N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from keras_dkd.errors import UserError
+
+FEATURES_SIGNATURE = "serving_default"
+WAVEFORM_SIGNATURE = "classify_waveform"
+
+# Ops that a stock TF Serving build cannot run or that call back into Python.
+FORBIDDEN_OPS = frozenset({"XlaCallModule", "PyFunc", "PyFuncStateless", "EagerPyFunc"})
+
+_RESULT_MARKER = "KERAS_DKD_EXPORT_RESULT "
+
+
+# --------------------------------------------------------------------------------------------
+# Versions
+
+
+def list_versions(export_dir) -> list[int]:
+    """The version numbers already present under ``export_dir`` (sorted; empty if none).
+
+    Args:
+        export_dir: a TF Serving model base path.
+
+    Returns:
+        The integers whose decimal names are directories under ``export_dir``.
+
+    Example:
+        >>> list_versions("/nonexistent")
+        []
+    """
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in export_dir.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)
+    )
+
+
+def next_version(export_dir) -> int:
+    """The version :func:`export_saved_model` picks by default: the largest existing + 1, or 1.
+
+    Example:
+        >>> next_version("/nonexistent")
+        1
+    """
+    versions = list_versions(export_dir)
+    return versions[-1] + 1 if versions else 1
+
+
+def _check_version(version) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise UserError(f"export version {version!r} is not a positive integer; pass e.g. 1")
+    return version
+
+
+# --------------------------------------------------------------------------------------------
+# Op inspection
+
+
+def saved_model_op_types(path) -> dict[str, int]:
+    """Count the op types in a SavedModel's graph, function library included.
+
+    Reads ``saved_model.pb`` directly: the top-level graph and every function in its library
+    (the signatures, the model's call functions, the save/restore functions). Calls of library
+    functions by name are not ops and are left out.
+
+    Args:
+        path: a SavedModel directory.
+
+    Returns:
+        ``{op_type: count}``, sorted by op type.
+
+    Example:
+        >>> ops = saved_model_op_types("exports/emotion/1")   # doctest: +SKIP
+        >>> "Conv2D" in ops                                    # doctest: +SKIP
+        True
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(path) / "saved_model.pb").read_bytes())
+    counts: dict[str, int] = {}
+    for meta_graph in proto.meta_graphs:
+        graph = meta_graph.graph_def
+        functions = {f.signature.name for f in graph.library.function}
+        nodes = list(graph.node)
+        for function in graph.library.function:
+            nodes.extend(function.node_def)
+        for node in nodes:
+            if node.op not in functions:
+                counts[node.op] = counts.get(node.op, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def check_standard_ops(path) -> dict[str, int]:
+    """Fail if a SavedModel holds an op a stock TF Serving may not run.
+
+    Every op must be registered in TensorFlow's own op registry, and none may be in
+    :data:`FORBIDDEN_OPS` (``XlaCallModule``, ``PyFunc``, ``PyFuncStateless``, ``EagerPyFunc``).
+
+    Args:
+        path: a SavedModel directory.
+
+    Returns:
+        The op-type counts of :func:`saved_model_op_types`.
+
+    Raises:
+        UserError: a forbidden or unregistered op is present.
+
+    Example:
+        >>> check_standard_ops("exports/emotion/1")   # doctest: +SKIP
+    """
+    from tensorflow.python.framework import op_def_registry
+
+    ops = saved_model_op_types(path)
+    forbidden = sorted(op for op in ops if op in FORBIDDEN_OPS)
+    unknown = sorted(
+        op for op in ops if op not in FORBIDDEN_OPS and op_def_registry.get(op) is None
+    )
+    if forbidden or unknown:
+        found = ", ".join(forbidden + unknown)
+        raise UserError(
+            f"the exported graph holds ops that stock TF Serving cannot run ({found}); "
+            "remove tf.py_function / jax2tf / custom ops from the model's layers"
+        )
+    return ops
+
+
+# --------------------------------------------------------------------------------------------
+# The graph (TensorFlow backend only)
+
+
+def _class_names(model) -> list[str]:
+    from keras_dkd.models import get_class_names
+
+    return [str(name) for name in get_class_names(model)]
+
+
+def build_export_archive(model):
+    """Build the ``keras.export.ExportArchive`` holding both serving signatures.
+
+    Must run under the TensorFlow backend (the model is traced into a native TF graph).
+
+    Args:
+        model: a keras-dkd model (input ``(None, 197, 40)``, raw logits out, class names carried
+            by its final ``Logits`` layer).
+
+    Returns:
+        The archive; ``archive.write_out(path, verbose=False)`` writes the SavedModel.
+
+    Example:
+        >>> archive = build_export_archive(model)   # doctest: +SKIP
+        >>> archive.write_out("/tmp/emotion/1", verbose=False)   # doctest: +SKIP
+    """
+    import keras
+    import tensorflow as tf
+
+    from keras_dkd import features as fbank
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("build_export_archive needs the TensorFlow backend")
+
+    class_names = _class_names(model)
+    frames, filters = fbank.SEGMENT_FRAMES, fbank.NFILT
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or tuple(inputs[0].shape[1:]) != (frames, filters):
+        shapes = [tuple(x.shape) for x in inputs]
+        raise UserError(
+            f"the model takes inputs of shape {shapes}; keras-dkd exports models with one "
+            f"input of shape (None, {frames}, {filters}), as built by keras_dkd.models"
+        )
+    outputs = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
+    if outputs is not None and outputs != len(class_names):
+        raise UserError(
+            f"the model has {outputs} outputs but {len(class_names)} class names; "
+            "rebuild it with keras_dkd.models.build_model(class_names=...)"
+        )
+    # The segmenting rule of fbank.logfbank_segments / keras-dkd predict: segments of 2 s
+    # every 0.4 s that fit in the utterance (a tail shorter than a hop is dropped); an utterance
+    # shorter than 2 s is zero-padded to one segment. Each segment's features are computed on
+    # its own samples (its first sample is not pre-emphasised against the one before it).
+    frontend = fbank.LogFBank()
+    segment = int(round(fbank.SEGMENT_SECONDS * fbank.SAMPLE_RATE))
+    hop = int(round(fbank.EVAL_HOP_SECONDS * fbank.SAMPLE_RATE))
+    batch_size = 64  # segments per model call, as in keras-dkd predict
+    labels = tf.constant(class_names)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve_features(features):
+        logits = tf.cast(model(features, training=False), tf.float32)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
+
+    def classify_waveform(waveform):
+        waveform = tf.reshape(tf.cast(waveform, tf.float32), [-1])
+        tf.debugging.assert_greater(
+            tf.size(waveform), 0, message="classify_waveform: the waveform is empty"
+        )
+        waveform = tf.pad(waveform, [[0, tf.maximum(segment - tf.size(waveform), 0)]])
+        count = 1 + (tf.size(waveform) - segment) // hop  # segments
+
+        # Segment logits are summed batch by batch, so memory stays bounded by the batch size
+        # whatever the length of the utterance (an hour of audio has 9000 segments).
+        def add_batch(first, total):
+            n = tf.minimum(batch_size, count - first)
+            start = first * hop
+            chunk = waveform[start : start + (n - 1) * hop + segment]
+            segments = tf.signal.frame(chunk, segment, hop)  # (n, 2 s of samples)
+            logits = tf.cast(model(frontend(segments), training=False), tf.float32)
+            return first + batch_size, total + tf.reduce_sum(logits, axis=0)
+
+        _, total = tf.while_loop(
+            lambda first, total: first < count,
+            add_batch,
+            [tf.constant(0), tf.zeros([len(class_names)], tf.float32)],
+            parallel_iterations=1,
+        )
+        probabilities = tf.nn.softmax(total / tf.cast(count, tf.float32))
+        class_id = tf.argmax(probabilities, output_type=tf.int64)
+        return {
+            "probabilities": probabilities,
+            "class_id": class_id,
+            "label": tf.gather(labels, class_id),
+        }
+
+    archive.add_endpoint(
+        FEATURES_SIGNATURE,
+        serve_features,
+        input_signature=[
+            tf.TensorSpec([None, frames, filters], tf.float32, name="features")
+        ],
+    )
+    archive.add_endpoint(
+        WAVEFORM_SIGNATURE,
+        classify_waveform,
+        input_signature=[tf.TensorSpec([None], tf.float32, name="waveform")],
+    )
+    return archive
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _export_here(model, export_dir: Path, version, overwrite: bool, safe_mode: bool) -> Path:
+    """The export proper, in this (TensorFlow-backend) process."""
+    from keras_dkd.io import load_model
+
+    if export_dir.exists() and not export_dir.is_dir():
+        raise UserError(f"{export_dir} is a file; pass a directory as the export base path")
+    version = next_version(export_dir) if version is None else _check_version(version)
+    final = export_dir / str(version)
+    if final.exists() and not overwrite:
+        raise UserError(
+            f"{final} already exists; pass another --version, or --overwrite to replace it"
+        )
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("the export proper needs the TensorFlow backend")
+    if not hasattr(model, "outputs"):
+        model = load_model(model, safe_mode=safe_mode)
+
+    export_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=export_dir))
+    old = None
+    try:
+        # mkdtemp makes the directory private (0700); give it the mode any new directory gets,
+        # so that a server running as another user can read the version.
+        os.chmod(tmp, 0o777 & ~_umask())
+        archive = build_export_archive(model)
+        archive.write_out(str(tmp), verbose=False)
+        check_standard_ops(tmp)
+        if final.exists():  # only with overwrite: swap the old version out, then in
+            old = export_dir / f".{version}.old-{os.getpid()}"
+            os.replace(final, old)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            raise UserError(
+                f"{final} appeared during the export; pass another --version"
+            ) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not final.exists():
+            os.replace(old, final)
+            old = None
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _export_in_subprocess(model_path: Path, export_dir: Path, version, overwrite, safe_mode):
+    cmd = [sys.executable, "-m", "keras_dkd.export", str(model_path), str(export_dir)]
+    if version is not None:
+        cmd += ["--version", str(version)]
+    if overwrite:
+        cmd.append("--overwrite")
+    if not safe_mode:
+        cmd.append("--unsafe")
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(_RESULT_MARKER):
+            result = json.loads(line[len(_RESULT_MARKER) :])
+            if "error" in result:
+                raise UserError(result["error"])
+            return Path(result["path"])
+    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+    raise RuntimeError(
+        f"the TensorFlow export subprocess failed (exit {proc.returncode}):\n{tail}"
+    )
+
+
+def export_saved_model(
+    model, export_dir, version=None, overwrite=False, safe_mode=True
+) -> Path:
+    """Export a keras-dkd model as a TF Serving SavedModel in ``export_dir/<version>/``.
+
+    Works whatever backend trained the model: under the TensorFlow backend the export runs in
+    this process, otherwise in a ``KERAS_BACKEND=tensorflow`` subprocess.
+
+    Args:
+        model: path of a ``.keras`` model file, or a ``keras.Model`` (saved to a temporary
+            ``.keras`` first when this process is not on the TensorFlow backend).
+        export_dir: the model base path TF Serving watches (e.g. ``exports/emotion``).
+        version: the version number; defaults to the largest existing one + 1 (1 if none).
+        overwrite: replace an existing ``export_dir/<version>`` (atomically) instead of failing.
+        safe_mode: load the ``.keras`` file with Keras safe mode (refuses pickled Python code).
+
+    Returns:
+        The path of the new version directory.
+
+    Raises:
+        UserError: the model cannot be loaded, the version exists (without ``overwrite``), the
+            version is not a positive integer, or the graph holds non-standard ops.
+
+    Example:
+        >>> export_saved_model("runs/emodb/student.keras", "exports/emotion")   # doctest: +SKIP
+        PosixPath('exports/emotion/1')
+    """
+    import keras
+
+    export_dir = Path(export_dir)
+    if version is not None:
+        _check_version(version)
+    if keras.backend.backend() == "tensorflow":
+        if not hasattr(model, "outputs"):
+            model = Path(model)
+        return _export_here(model, export_dir, version, overwrite, safe_mode)
+
+    export_dir = export_dir.absolute()
+    if hasattr(model, "outputs"):
+        from keras_dkd.io import save_model
+
+        with tempfile.TemporaryDirectory(prefix="keras_dkd_export_") as tmp:
+            path = save_model(model, Path(tmp) / "model.keras")
+            return _export_in_subprocess(path, export_dir, version, overwrite, True)
+    model = Path(model)
+    if not model.is_file():
+        raise UserError(f"{model}: model file not found; pass the path of a .keras file")
+    return _export_in_subprocess(model.absolute(), export_dir, version, overwrite, safe_mode)
+
+
+def main(argv=None) -> int:
+    """``python -m keras_dkd.export MODEL EXPORT_DIR [--version N] [--overwrite] [--unsafe]``.
+
+    The worker the other backends call. Prints one ``KERAS_DKD_EXPORT_RESULT {json}`` line,
+    ``{"path": ...}`` or ``{"error": ...}``; the exit status is 0 or 1.
+    """
+    parser = argparse.ArgumentParser(prog="python -m keras_dkd.export")
+    parser.add_argument("model")
+    parser.add_argument("export_dir")
+    parser.add_argument("--version", type=int, default=None)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--unsafe", action="store_true")
+    args = parser.parse_args(argv)
+    if "keras" not in sys.modules:  # this worker always exports under the TensorFlow backend
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+    try:
+        path = _export_here(
+            Path(args.model), Path(args.export_dir), args.version, args.overwrite, not args.unsafe
+        )
+        result, status = {"path": str(path)}, 0
+    except UserError as error:
+        result, status = {"error": str(error)}, 1
+    sys.stdout.write(_RESULT_MARKER + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

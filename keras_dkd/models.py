@@ -1,0 +1,187 @@
+"""The DKDFMH network as a functional Keras model: teacher and student share this architecture.
+
+Layer by layer (REFERENCE.md, the Head Fusion lineage), for features of shape (197, 40) =
+(time frames, filters):
+
+| layer | operation | output (time x freq x channels) |
+| --- | --- | --- |
+| ``normalization`` | optional: per-filter (x - mean) / sqrt(variance) | 197 x 40 |
+| ``conv1`` | conv 8 (10,2) pad (4,0) ‖ conv 8 (2,8) pad (0,3), BatchNorm, ReLU | 196 x 39 x 16 |
+| ``conv2`` | conv 3x3 32 same, BatchNorm, ReLU, max pool 2 | 98 x 19 x 32 |
+| ``conv3`` | conv 3x3 48 same, BatchNorm, ReLU, max pool 2 | 49 x 9 x 48 |
+| ``conv4`` | conv 3x3 64 same, BatchNorm, ReLU | 49 x 9 x 64 |
+| ``conv5`` | conv 3x3 80 same, BatchNorm, ReLU | 49 x 9 x 80 |
+| ``head_fusion`` | 4 heads x 64 hidden, ReLU, global average pool ("cnn": plain pool) | 64 |
+| ``dense`` | Dense(num_classes): raw logits, no dropout | num_classes |
+| ``logits`` | identity, stores the class names | num_classes |
+
+With 4 heads, 64 hidden and 4 classes the network has 155,636 trainable parameters (plus 480
+BatchNorm moving statistics); the "cnn" ablation has 93,492.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_dkd.errors import UserError
+from keras_dkd.layers import ConvBlock, GlobalAveragePool, HeadFusion, Logits, ParallelConvBlock
+
+__all__ = [
+    "DEFAULT_CLASS_NAMES",
+    "INPUT_SHAPE",
+    "VARIANTS",
+    "build_model",
+    "get_class_names",
+    "recommended_jit_compile",
+]
+
+VARIANTS = ("cnn_mha", "cnn")
+DEFAULT_CLASS_NAMES = ["neutral", "happy", "angry", "sad"]
+INPUT_SHAPE = (197, 40)  # (time frames, log filter-bank filters) of a 2-s segment
+
+# Measured with benchmarks/throughput.py on a 2-core CPU (see the README's Performance section).
+_RECOMMENDED_JIT_COMPILE = {"tensorflow": False, "jax": True, "torch": False}
+
+
+def _class_names(num_classes, class_names):
+    if class_names is not None:
+        names = [str(name) for name in class_names]
+        if num_classes is not None and num_classes != len(names) and num_classes != 4:
+            raise UserError(
+                f"num_classes={num_classes} does not match {len(names)} class_names; "
+                "pass one of them or make them agree"
+            )
+        return names
+    if num_classes is None or int(num_classes) < 2:
+        raise UserError(f"num_classes must be at least 2, got {num_classes}")
+    num_classes = int(num_classes)
+    if num_classes == len(DEFAULT_CLASS_NAMES):
+        return list(DEFAULT_CLASS_NAMES)
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def _normalization_layer(normalization):
+    try:
+        mean, variance = normalization
+        mean = np.asarray(mean, dtype="float32")
+        variance = np.asarray(variance, dtype="float32")
+    except (TypeError, ValueError):
+        raise UserError(
+            "normalization must be None or a (mean, variance) pair of arrays of shape (40,)"
+        ) from None
+    expected = (INPUT_SHAPE[1],)
+    if mean.shape != expected or variance.shape != expected:
+        raise UserError(
+            f"normalization mean and variance must have shape {expected}, got {mean.shape} and "
+            f"{variance.shape}; compute them per filter over the training segments"
+        )
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(variance)) and np.all(variance >= 0)):
+        raise UserError("normalization mean must be finite and variance finite and >= 0")
+    return keras.layers.Normalization(axis=-1, mean=mean, variance=variance, name="normalization")
+
+
+def build_model(
+    variant="cnn_mha",
+    num_classes=4,
+    heads=4,
+    hidden=64,
+    class_names=None,
+    normalization=None,
+    name=None,
+):
+    """Build the DKDFMH network (or its "cnn" ablation) as a functional ``keras.Model``.
+
+    Args:
+        variant: ``"cnn_mha"`` (CNN + head-fusion attention, the paper's network) or ``"cnn"``
+            (the same stack without attention: conv 5 -> global average pool -> Dense).
+        num_classes: number of classes; when ``class_names`` is given it follows them (a
+            different value other than the default 4 is an error).
+        heads: attention heads (``cnn_mha`` only).
+        hidden: channels per head (``cnn_mha`` only).
+        class_names: class names, stored in the model's final ``Logits`` layer. Default
+            ``["neutral", "happy", "angry", "sad"]`` for 4 classes, else ``class_<i>``.
+        normalization: None, or ``(mean, variance)`` arrays of shape (40,): a Normalization
+            layer on the 40 filters right after the input, saved with the model.
+        name: model name; default ``variant``.
+
+    Returns:
+        A ``keras.Model`` with input ``features`` of shape (None, 197, 40), float32, and raw
+        logits of shape (None, num_classes) as output.
+
+    Raises:
+        UserError: unknown variant or inconsistent arguments.
+
+    Example:
+        >>> model = build_model()
+        >>> sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        155636
+    """
+    if variant not in VARIANTS:
+        raise UserError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    names = _class_names(num_classes, class_names)
+
+    inputs = keras.Input(shape=INPUT_SHAPE, name="features")
+    x = inputs
+    if normalization is not None:
+        x = _normalization_layer(normalization)(x)
+    x = ParallelConvBlock(8, name="conv1")(x)
+    x = ConvBlock(32, pool=True, name="conv2")(x)
+    x = ConvBlock(48, pool=True, name="conv3")(x)
+    x = ConvBlock(64, name="conv4")(x)
+    x = ConvBlock(80, name="conv5")(x)
+    if variant == "cnn_mha":
+        x = HeadFusion(heads=heads, hidden=hidden, name="head_fusion")(x)
+    else:
+        x = GlobalAveragePool(name="global_pool")(x)
+    x = keras.layers.Dense(len(names), name="dense")(x)
+    outputs = Logits(class_names=names, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name or variant)
+
+
+def get_class_names(model) -> list[str]:
+    """The class names stored in a keras-dkd model's final ``Logits`` layer.
+
+    Args:
+        model: a model built by :func:`build_model` (or loaded from its ``.keras`` file).
+
+    Returns:
+        The class names, in logit order.
+
+    Raises:
+        UserError: the model has no ``Logits`` layer (it was not built by keras-dkd).
+
+    Example:
+        >>> get_class_names(build_model(num_classes=3))
+        ['class_0', 'class_1', 'class_2']
+    """
+    for layer in reversed(getattr(model, "layers", [])):
+        if isinstance(layer, Logits):
+            return list(layer.class_names)
+    raise UserError(
+        f"model {getattr(model, 'name', model)!r} has no Logits layer holding class names; "
+        "use a model built or trained by keras-dkd"
+    )
+
+
+def recommended_jit_compile(backend=None) -> bool:
+    """The ``jit_compile`` value to pass to ``compile`` for these models on a backend.
+
+    JAX: True (an un-jitted JAX step is many times slower). TensorFlow: False (a
+    ``tf.function`` graph on TensorFlow's oneDNN kernels; XLA's CPU convolutions were slower,
+    above all their weight gradients). PyTorch: False (eager; ``torch.compile`` recompiled around
+    Keras' layers and was slower on CPU). Measured with ``benchmarks/throughput.py`` on 2 CPU
+    cores only; re-measure on a GPU.
+
+    Args:
+        backend: a Keras backend name; defaults to the current one.
+
+    Returns:
+        True or False.
+
+    Example:
+        >>> recommended_jit_compile("torch")
+        False
+    """
+    backend = backend or keras.backend.backend()
+    return _RECOMMENDED_JIT_COMPILE.get(backend, True)

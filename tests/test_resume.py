@@ -1,0 +1,204 @@
+"""Interrupted training resumes from its last completed epoch and ends as if never interrupted.
+
+Two interruptions, both compared with one uninterrupted reference run of the same options:
+
+- in process, on every backend: a callback raises ``KeyboardInterrupt`` (what Ctrl-C does) in
+  the middle of the student's second epoch; rerunning the same ``train`` resumes it;
+- a real ``keras-dkd train`` subprocess killed with SIGKILL during the teacher's second epoch,
+  then the same command run again.
+
+Each time the resumed run must finish the same number of epochs (history.csv holds each epoch
+once) and end with the very same weights and metrics as the reference run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from keras_dkd.cli.main import cli
+
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+# The options of the reference run (the same as tests/test_cli.py's trained run, whose run
+# directory is shared through the session's base temp dir: whichever module comes first trains
+# it, the other finds it finished).
+OPTIONS = [
+    "--dataset",
+    "emodb",
+    "--max-utterances",
+    "24",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--quiet",
+]
+
+
+@pytest.fixture(scope="session")
+def emodb_data(emodb_dir, tmp_path_factory):
+    from keras_dkd import corpora
+
+    root = tmp_path_factory.getbasetemp() / "keras_dkd_emodb"
+    corpora.prepare("emodb", "four_class", data_dir=root / "tfds", manual_dir=emodb_dir)
+    return [
+        "--data-dir",
+        str(root / "tfds"),
+        "--cache-dir",
+        str(root / "cache"),
+        "--manual-dir",
+        str(emodb_dir),
+    ]
+
+
+@pytest.fixture(scope="session")
+def reference_run(emodb_data, tmp_path_factory):
+    out = tmp_path_factory.getbasetemp() / f"cli_run_{BACKEND}"
+    result = CliRunner().invoke(
+        cli, ["train", "--out", str(out), *OPTIONS, *emodb_data], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def assert_same_run(run: Path, reference: Path):
+    """Same metrics, same history, bit-identical weights."""
+    from keras_dkd.io import load_model
+
+    assert json.loads((run / "metrics.json").read_text()) == json.loads(
+        (reference / "metrics.json").read_text()
+    )
+    assert (run / "history.csv").read_text() == (reference / "history.csv").read_text()
+    for phase in ("teacher", "student"):
+        a = load_model(run / f"{phase}.keras").get_weights()
+        b = load_model(reference / f"{phase}.keras").get_weights()
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def _epochs_in_history(run: Path):
+    import csv
+
+    with open(run / "history.csv", newline="") as f:
+        return [(r["phase"], int(r["epoch"])) for r in csv.DictReader(f)]
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Raise KeyboardInterrupt after batch ``batch`` of epoch ``epoch`` of the student."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        student_phase = getattr(self.model, "student", None) is not None  # the Distiller
+        if student_phase and self.current == self.epoch and batch == self.batch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_data, tmp_path):
+    from keras_dkd import experiments
+
+    data = dict(zip(("data_dir", "cache_dir", "manual_dir"), emodb_data[1::2], strict=True))
+    options = {"max_utterances": 24, "epochs": 2, "batch_size": 8, **data}  # = OPTIONS
+    out = tmp_path / "run"
+    events = []
+
+    def on_event(event):
+        events.append(event)
+        if (
+            event.get("event") == "phase"
+            and event.get("phase") == "student"
+            and event.get("status") == "start"
+        ):
+            assert event["initial_epoch"] == 0
+
+    with pytest.raises(KeyboardInterrupt):
+        experiments.train(
+            "emodb", out, callbacks=[_Interrupt(epoch=1, batch=0)], on_event=on_event, **options
+        )
+    # killed mid-epoch: the student's checkpoint holds epoch 1 only, the teacher is finished
+    state = json.loads((out / "checkpoints" / "student" / "state.json").read_text())
+    assert state["epochs_completed"] == 1 and not state["complete"]
+    assert (out / "teacher.keras").is_file() and not (out / "metrics.json").exists()
+
+    events.clear()
+    result = experiments.train("emodb", out, on_event=events.append, **options)
+    starts = {e["phase"]: e for e in events if e.get("status") == "start"}
+    assert set(starts) == {"student"}  # the finished teacher is not retrained
+    assert starts["student"]["initial_epoch"] == 1
+    assert result["status"] == "resumed"
+    assert _epochs_in_history(out) == [
+        ("teacher", 1),
+        ("teacher", 2),
+        ("student", 1),
+        ("student", 2),
+    ]
+    assert_same_run(out, reference_run)
+
+
+def _command(out, emodb_data):
+    return [
+        sys.executable,
+        "-m",
+        "keras_dkd.cli.main",
+        "train",
+        "--out",
+        str(out),
+        *OPTIONS,
+        *emodb_data,
+    ]
+
+
+@pytest.mark.once
+def test_killed_process_resumes_to_the_same_result(reference_run, emodb_data, tmp_path):
+    """kill -9 during the teacher's second epoch, then the same command again."""
+    out = tmp_path / "run"
+    state = out / "checkpoints" / "teacher" / "state.json"
+    env = {**os.environ, "KERAS_BACKEND": BACKEND}
+    process = subprocess.Popen(
+        _command(out, emodb_data), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if json.loads(state.read_text())["epochs_completed"] >= 1:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    completed = json.loads(state.read_text())["epochs_completed"]
+    assert completed in (1, 2) and not (out / "metrics.json").exists()
+
+    rerun = subprocess.run(
+        _command(out, emodb_data), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert _epochs_in_history(out) == [
+        ("teacher", 1),
+        ("teacher", 2),
+        ("student", 1),
+        ("student", 2),
+    ]
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.suffix == ".h5"]
+    assert_same_run(out, reference_run)
