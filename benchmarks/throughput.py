@@ -348,6 +348,7 @@ def main(argv=None):
 
     x, y = make_batch(args.batch_size)
     model, ours, notes = keras_steps(x, y, jit_compile, not args.no_distiller)
+    jit_compile = model.jit_compile  # "auto" resolved by Keras
     baseline = None
     if args.no_torch or importlib.util.find_spec("torch") is None:
         notes.append("plain PyTorch baseline skipped (torch not installed or --no-torch)")

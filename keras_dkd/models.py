@@ -41,7 +41,9 @@ DEFAULT_CLASS_NAMES = ["neutral", "happy", "angry", "sad"]
 INPUT_SHAPE = (197, 40)  # (time frames, log filter-bank filters) of a 2-s segment
 
 # Measured with benchmarks/throughput.py on a 2-core CPU (see the README's Performance section).
-_RECOMMENDED_JIT_COMPILE = {"tensorflow": False, "jax": True, "torch": False}
+# TensorFlow: "auto" is Keras' own choice, no XLA on a CPU-only machine (XLA was slower there)
+# and XLA where a GPU is visible.
+_RECOMMENDED_JIT_COMPILE = {"tensorflow": "auto", "jax": True, "torch": False}
 
 
 def _class_names(num_classes, class_names):
@@ -164,24 +166,25 @@ def get_class_names(model) -> list[str]:
     )
 
 
-def recommended_jit_compile(backend=None) -> bool:
+def recommended_jit_compile(backend=None):
     """The ``jit_compile`` value to pass to ``compile`` for these models on a backend.
 
-    JAX: True (an un-jitted JAX step is many times slower). TensorFlow: False (a
-    ``tf.function`` graph on TensorFlow's oneDNN kernels; XLA's CPU convolutions were slower,
-    above all their weight gradients). PyTorch: False (eager; ``torch.compile`` recompiled around
-    Keras' layers and was slower on CPU). Measured with ``benchmarks/throughput.py`` on 2 CPU
-    cores only; re-measure on a GPU.
+    On CPU these are the fastest settings measured with ``benchmarks/throughput.py``, and they
+    are what Keras' default ``"auto"`` resolves to: JAX True (an un-jitted JAX step is many
+    times slower); PyTorch False (eager; ``torch.compile`` recompiled around Keras' layers and
+    ran slower); TensorFlow ``"auto"``, i.e. no XLA on a CPU-only machine (XLA's CPU
+    convolutions, above all their weight gradients, were slower than TensorFlow's oneDNN
+    kernels) and XLA when a GPU is visible (not measured here).
 
     Args:
         backend: a Keras backend name; defaults to the current one.
 
     Returns:
-        True or False.
+        True, False or ``"auto"``.
 
     Example:
         >>> recommended_jit_compile("torch")
         False
     """
     backend = backend or keras.backend.backend()
-    return _RECOMMENDED_JIT_COMPILE.get(backend, True)
+    return _RECOMMENDED_JIT_COMPILE.get(backend, "auto")

@@ -18,7 +18,7 @@ import pytest
 from keras_dkd import io
 from keras_dkd.errors import UserError
 from keras_dkd.layers import default_data_format
-from keras_dkd.models import VARIANTS, build_model, get_class_names
+from keras_dkd.models import VARIANTS, build_model, get_class_names, recommended_jit_compile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,6 +97,13 @@ def test_class_names():
         build_model(num_classes=3, class_names=names)
     with pytest.raises(UserError, match="has no Logits layer"):
         get_class_names(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+
+
+def test_recommended_jit_compile():
+    # The fastest settings measured on CPU; they equal what Keras' "auto" resolves to there.
+    assert recommended_jit_compile("torch") is False
+    assert recommended_jit_compile("jax") is True
+    assert recommended_jit_compile("tensorflow") == "auto"
 
 
 def test_bad_arguments_raise_user_errors():
