@@ -13,7 +13,7 @@
 Usage::
 
     OPENBLAS_NUM_THREADS=1 KERAS_BACKEND=jax python benchmarks/features.py [--emodb DIR]
-        [--batch 16] [--skip-train] [--skip-pipeline]
+        [--batch 8] [--rounds 5] [--skip-train] [--skip-pipeline]
 
 python_speech_features is single-threaded except for one small matrix product that NumPy's
 OpenBLAS spreads over every core; on a busy machine those threads spin and wait, which makes
@@ -54,12 +54,16 @@ def read_waves(wav_dir: Path) -> list[np.ndarray]:
     return [soundfile.read(str(p), dtype="int16")[0] for p in sorted(wav_dir.glob("*.wav"))]
 
 
-def bench_extraction(waves: list[np.ndarray], batch: int, bucket_seconds: float = 0.01) -> dict:
+def bench_extraction(waves: list[np.ndarray], batch: int, rounds: int = 5,
+                     bucket_seconds: float = 0.01) -> dict:
     """psf vs LogFBank on int16 waveforms (16 kHz); returns times and the largest difference.
 
     LogFBank runs in a functional model through ``predict_on_batch`` (compiled: tf.function on
     TensorFlow, jax.jit on JAX, eager on torch), and on TensorFlow also with XLA
-    (``jit_compile=True``), which Keras leaves off on CPU by default.
+    (``jit_compile=True``), which Keras leaves off on CPU by default. After one warm-up pass
+    (compilation, reported apart), python_speech_features and every LogFBank variant each run
+    once per round, alternately, so that a slow spell of a shared machine hits all of them; the
+    medians over the rounds and the median of the per-round ratios are reported.
     """
     import keras
     from python_speech_features import logfbank
@@ -68,9 +72,10 @@ def bench_extraction(waves: list[np.ndarray], batch: int, bucket_seconds: float 
 
     seconds = sum(len(w) for w in waves) / 16000
 
-    start, cpu = time.perf_counter(), time.process_time()
-    reference = [logfbank(w, 16000, 0.04, 0.01, 40, 1024, 0, 4000) for w in waves]
-    psf_time, psf_cpu = time.perf_counter() - start, time.process_time() - cpu
+    def run_psf():
+        return [logfbank(w, 16000, 0.04, 0.01, 40, 1024, 0, 4000) for w in waves]
+
+    reference = run_psf()
 
     order = np.argsort([len(w) for w in waves])
     bucket = int(bucket_seconds * 16000)
@@ -86,6 +91,7 @@ def bench_extraction(waves: list[np.ndarray], batch: int, bucket_seconds: float 
     variants = [("", False)]
     if keras.backend.backend() == "tensorflow":
         variants.append((" + XLA", True))
+    runners = {}
     layers = []
     worst = 0.0
     for label, jit in variants:
@@ -103,16 +109,10 @@ def bench_extraction(waves: list[np.ndarray], batch: int, bucket_seconds: float 
             return outputs
 
         start = time.perf_counter()
-        run()
-        first_time = time.perf_counter() - start
-        times, cpus = [], []
-        for _ in range(3):
-            start, cpu = time.perf_counter(), time.process_time()
-            outputs = run()
-            times.append(time.perf_counter() - start)
-            cpus.append(time.process_time() - cpu)
-        layers.append({"label": label, "time": min(times), "cpu": min(cpus),
-                       "first_time": first_time})
+        outputs = run()
+        layers.append({"label": label, "first_time": time.perf_counter() - start,
+                       "times": [], "cpus": []})
+        runners[label] = run
 
         # Frames that lie entirely inside the utterance (padding changes only the last ones).
         for j, ref in enumerate(reference):
@@ -122,14 +122,33 @@ def bench_extraction(waves: list[np.ndarray], batch: int, bucket_seconds: float 
         for j in order[:: max(len(order) // 12, 1)]:
             out = keras.ops.convert_to_numpy(model.predict_on_batch(waves[j][None] / 32768.0))
             worst = max(worst, float(np.abs(out[0] - reference[j]).max()))
+
+    psf_times, psf_cpus = [], []
+    for _ in range(rounds):
+        start, cpu = time.perf_counter(), time.process_time()
+        run_psf()
+        psf_times.append(time.perf_counter() - start)
+        psf_cpus.append(time.process_time() - cpu)
+        for layer in layers:
+            start, cpu = time.perf_counter(), time.process_time()
+            runners[layer["label"]]()
+            layer["times"].append(time.perf_counter() - start)
+            layer["cpus"].append(time.process_time() - cpu)
+    for layer in layers:
+        layer["time"] = float(np.median(layer["times"]))
+        layer["cpu"] = float(np.median(layer["cpus"]))
+        ratios = np.array(psf_times) / np.array(layer["times"])
+        layer["round_ratio"] = float(np.median(ratios))
+        layer["ratio_range"] = (float(ratios.min()), float(ratios.max()))
     return {
         "utterances": len(waves),
         "seconds": seconds,
-        "psf_time": psf_time,
-        "psf_cpu": psf_cpu,
+        "psf_time": float(np.median(psf_times)),
+        "psf_cpu": float(np.median(psf_cpus)),
         "layers": layers,
         "max_abs_error": worst,
         "batches": len(batches),
+        "rounds": rounds,
     }
 
 
@@ -199,8 +218,11 @@ def main(argv=None) -> None:
     parser.add_argument("--emodb", default=None, help="EmoDB folder holding wav/")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir")
     parser.add_argument("--cache-dir", default=None, help="feature cache dir")
-    parser.add_argument("--batch", type=int, default=16,
-                        help="utterances per LogFBank batch (the pipeline uses batches of 32)")
+    parser.add_argument("--batch", type=int, default=8,
+                        help="utterances per LogFBank batch, sorted by length (8 was the "
+                        "fastest on a 2-core CPU; the pipeline uses batches of 32)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating timed rounds of each implementation")
     parser.add_argument("--skip-train", action="store_true", help="do not time a train step")
     parser.add_argument("--skip-pipeline", action="store_true", help="extraction only")
     args = parser.parse_args(argv)
@@ -209,13 +231,15 @@ def main(argv=None) -> None:
     import keras
 
     backend = keras.backend.backend()
-    ex = bench_extraction(read_waves(args.emodb / "wav"), args.batch)
+    ex = bench_extraction(read_waves(args.emodb / "wav"), args.batch, args.rounds)
     psf_ms = 1000 * ex["psf_time"] / ex["seconds"]
     print(f"## Feature extraction, all of EmoDB ({ex['utterances']} utterances, "
           f"{ex['seconds']:.0f} s of audio), backend {backend}\n")
+    print(f"Medians of {ex['rounds']} alternating rounds; OPENBLAS_NUM_THREADS="
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}.\n")
     psf_cpu_ms = 1000 * ex["psf_cpu"] / ex["seconds"]
-    print("| implementation | wall (s) | wall ms per s of audio | speed-up | "
-          "CPU ms per s of audio | CPU speed-up |")
+    print("| implementation | wall (s) | wall ms per s of audio | speed-up (per-round median, "
+          "range) | CPU ms per s of audio | CPU speed-up |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     print(f"| python_speech_features (NumPy float64, per utterance) | {ex['psf_time']:.2f} | "
           f"{psf_ms:.3f} | 1.0x | {psf_cpu_ms:.3f} | 1.0x |")
@@ -223,9 +247,10 @@ def main(argv=None) -> None:
         name = f"LogFBank, {backend}{layer['label']}"
         layer_ms = 1000 * layer["time"] / ex["seconds"]
         layer_cpu_ms = 1000 * layer["cpu"] / ex["seconds"]
+        low, high = layer["ratio_range"]
         print(f"| {name} (float32, batches of {args.batch}) | {layer['time']:.2f} | "
-              f"{layer_ms:.3f} | {psf_ms / layer_ms:.1f}x | {layer_cpu_ms:.3f} | "
-              f"{psf_cpu_ms / layer_cpu_ms:.1f}x |")
+              f"{layer_ms:.3f} | {psf_ms / layer_ms:.1f}x ({layer['round_ratio']:.1f}x, "
+              f"{low:.1f}-{high:.1f}x) | {layer_cpu_ms:.3f} | {psf_cpu_ms / layer_cpu_ms:.1f}x |")
         first = layer["first_time"]
         print(f"| {name}, first pass (compilation per batch shape, warm-up) | {first:.2f} | "
               f"{1000 * first / ex['seconds']:.3f} | {ex['psf_time'] / first:.1f}x | | |")

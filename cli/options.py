@@ -202,7 +202,8 @@ def training_options(func):
             metavar="INT",
             default=20,
             show_default=True,
-            help="Epochs over which the distillation weight ramps from 0 to 1.",
+            help="Epochs over which the distillation weight ramps from 0 to 1 (scale it "
+            "down with --epochs for short runs; 0: full weight at once).",
         ),
         click.option(
             "--epochs",

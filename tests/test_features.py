@@ -182,6 +182,39 @@ def test_logfbank_layer_other_windows(winlen, winstep):
     assert np.abs(out - reference).max() < 1e-3
 
 
+@pytest.mark.parametrize(
+    "nfilt, highfreq, preemph",
+    [(26, None, 0.97), (64, 8000, 0.0), (40, 4000, 0.95)],
+    ids=["26-filters-nyquist", "64-filters-no-preemphasis", "preemph-0.95"],
+)
+def test_logfbank_layer_other_filterbanks(nfilt, highfreq, preemph):
+    """Other filterbanks (one or two filter groups) and pre-emphasis coefficients."""
+    inputs = keras.Input((None,))
+    layer = LogFBank(nfilt=nfilt, highfreq=highfreq, preemph=preemph)
+    model = keras.Model(inputs, layer(inputs))
+    wave = _noise(1.23, seed=nfilt)
+    out = model.predict(wave[None].astype(np.float32) / 32768, verbose=0)[0]
+    reference = psf_logfbank(wave, **{**PSF, "nfilt": nfilt, "highfreq": highfreq,
+                                      "preemph": preemph})
+    assert out.shape == reference.shape == (features.num_frames(len(wave)), nfilt)
+    assert np.abs(out - reference).max() < 1e-3
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("nfilt, highfreq", [(40, 4000), (26, 8000), (64, 8000), (3, 4000)])
+def test_filter_groups_cover_every_filter_once(nfilt, highfreq):
+    """The grouped filterbank products equal the dense one; the default does half the work."""
+    dense = features.filterbank(nfilt=nfilt, highfreq=highfreq).T.astype(np.float32)
+    groups = features._filter_groups(dense)
+    power = np.random.default_rng(0).random((7, dense.shape[0])).astype(np.float32)
+    grouped = np.concatenate([power[:, lo:hi] @ w for lo, hi, w in groups], axis=1)
+    np.testing.assert_allclose(grouped, power @ dense, rtol=1e-5)
+    macs = sum(w.size for _, _, w in groups)
+    assert sum(w.shape[1] for _, _, w in groups) == nfilt
+    if (nfilt, highfreq) == (40, 4000):
+        assert len(groups) == 2 and macs == 4952 and LogFBank()._filters.size == 10200
+
+
 def test_logfbank_layer_serializes(tmp_path):
     inputs = keras.Input((None,))
     model = keras.Model(inputs, LogFBank(name="frontend")(inputs))
