@@ -40,7 +40,9 @@ def format_metrics(metrics: dict) -> str:
         "recall per class:",
     ]
     for name in classes:
-        lines.append(f"  {name:<{width}} {100 * metrics['per_class_recall'][name]:5.1f} %")
+        recall = metrics["per_class_recall"][name]
+        value = "    — (no utterances)" if recall is None else f"{100 * recall:5.1f} %"
+        lines.append(f"  {name:<{width}} {value}")
     lines += [
         "",
         "confusion (rows: true, columns: predicted):",
@@ -91,41 +93,20 @@ def format_metrics(metrics: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @unsafe_option
 @user_errors
-def evaluate(
-    model,
-    dataset,
-    config_name,
-    data_dir,
-    manual_dir,
-    cache_dir,
-    max_utterances,
-    split,
-    protocol,
-    fold,
-    seed,
-    val_fraction,
-    batch_size,
-    as_json,
-    unsafe,
-):
+def evaluate(model, dataset, config_name, split, protocol, fold, as_json, unsafe, **options):
     """Evaluate a trained MODEL (.keras) on a dataset split, at utterance level."""
     config_name, fold = check_data_options(dataset, config_name, protocol, fold)
     _check_split(dataset, split)
     if split in ("test", "val"):
+        run_options = ("seed", "val_fraction", "max_utterances")
         _warn_if_not_the_run_split(
             model,
-            dict(
-                dataset=dataset,
-                config=config_name,
-                protocol=protocol,
-                fold=fold,
-                seed=seed,
-                val_fraction=val_fraction,
-                max_utterances=max_utterances,
-            ),
+            dict(dataset=dataset, config=config_name, protocol=protocol, fold=fold,
+                 **{key: options[key] for key in run_options}),
         )
     from keras_dkd import experiments
 
+    # options: the data options, --seed, --val-fraction and --batch-size.
     metrics = experiments.evaluate(
         model,
         dataset,
@@ -133,14 +114,8 @@ def evaluate(
         split=split,
         protocol=protocol,
         fold=fold,
-        seed=seed,
-        val_fraction=val_fraction,
-        max_utterances=max_utterances,
-        data_dir=data_dir,
-        manual_dir=manual_dir,
-        cache_dir=cache_dir,
         safe_mode=not unsafe,
-        batch_size=batch_size,
+        **options,
     )
     if as_json:
         click.echo(json.dumps(metrics, indent=2))

@@ -54,6 +54,11 @@ def _command_line() -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _reporting(quiet: bool) -> dict:
+    """The progress and record keyword arguments every experiments entry point takes."""
+    return {"verbose": verbosity(quiet), "on_event": Printer(quiet), "command": _command_line()}
+
+
 def _percent(value) -> str:
     return "—" if value is None else f"{100 * float(value):.1f}"
 
@@ -196,33 +201,8 @@ def print_train_result(result: dict):
 @unsafe_option
 @quiet_option
 @user_errors
-def train(
-    dataset,
-    out,
-    config_name,
-    data_dir,
-    manual_dir,
-    cache_dir,
-    max_utterances,
-    protocol,
-    fold,
-    variant,
-    beta,
-    alpha,
-    temperature,
-    warmup_epochs,
-    epochs,
-    batch_size,
-    learning_rate,
-    select,
-    val_fraction,
-    normalize,
-    seed,
-    teacher,
-    overwrite,
-    unsafe,
-    quiet,
-):
+def train(dataset, out, config_name, protocol, fold, variant, teacher, overwrite, unsafe, quiet,
+          **options):
     """Train a CE teacher, then a distilled student, and evaluate both on the test split.
 
     Writes RUN_DIR/config.json, teacher.keras, student.keras, history.csv, metrics.json,
@@ -236,6 +216,7 @@ def train(
         )
     from keras_dkd import experiments
 
+    # options: the data, training, --beta and --seed options, named as experiments.train's.
     result = experiments.train(
         dataset,
         out,
@@ -243,27 +224,11 @@ def train(
         protocol=protocol,
         fold=fold,
         variant=variant,
-        alpha=alpha,
-        beta=beta,
-        temperature=temperature,
-        warmup_epochs=warmup_epochs,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
         teacher=teacher,
-        select=select,
-        val_fraction=val_fraction,
-        normalize=normalize,
-        max_utterances=max_utterances,
-        data_dir=data_dir,
-        manual_dir=manual_dir,
-        cache_dir=cache_dir,
         overwrite=overwrite,
         safe_mode=not unsafe,
-        verbose=verbosity(quiet),
-        on_event=Printer(quiet),
-        command=_command_line(),
+        **options,
+        **_reporting(quiet),
     )
     print_train_result(result)
 
@@ -303,29 +268,7 @@ def train(
 @training_options
 @quiet_option
 @user_errors
-def ablate(
-    dataset,
-    out,
-    config_name,
-    data_dir,
-    manual_dir,
-    cache_dir,
-    max_utterances,
-    protocol,
-    fold,
-    seeds,
-    betas,
-    alpha,
-    temperature,
-    warmup_epochs,
-    epochs,
-    batch_size,
-    learning_rate,
-    select,
-    val_fraction,
-    normalize,
-    quiet,
-):
+def ablate(dataset, out, config_name, protocol, fold, seeds, betas, quiet, **options):
     """The paper's ablation (Table 1): CNN, CNN+MHA, +KD, TCKD, NCKD, DKD over several seeds.
 
     One CE teacher per seed (the CNN+MHA row) is shared by the distillation rows. Each row is
@@ -345,22 +288,8 @@ def ablate(
         config=config_name,
         protocol=protocol,
         fold=fold,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        alpha=alpha,
-        temperature=temperature,
-        warmup_epochs=warmup_epochs,
-        select=select,
-        val_fraction=val_fraction,
-        normalize=normalize,
-        max_utterances=max_utterances,
-        data_dir=data_dir,
-        manual_dir=manual_dir,
-        cache_dir=cache_dir,
-        verbose=verbosity(quiet),
-        on_event=Printer(quiet),
-        command=_command_line(),
+        **options,
+        **_reporting(quiet),
     )
     click.echo(experiments.format_ablation(table).rstrip())
     click.echo(f"\nwritten: {Path(out) / 'table.md'}, table.json, ablation.png")
@@ -407,29 +336,7 @@ def ablate(
 @click.option("--seed", type=click.IntRange(min=0), metavar="INT", default=0, show_default=True)
 @quiet_option
 @user_errors
-def cv(
-    dataset,
-    out,
-    config_name,
-    data_dir,
-    manual_dir,
-    cache_dir,
-    max_utterances,
-    folds,
-    variant,
-    beta,
-    alpha,
-    temperature,
-    warmup_epochs,
-    epochs,
-    batch_size,
-    learning_rate,
-    select,
-    val_fraction,
-    normalize,
-    seed,
-    quiet,
-):
+def cv(dataset, out, config_name, folds, quiet, **options):
     """Leave-one-group-out cross-validation: IEMOCAP by session (5 folds), EmoDB by speaker (10).
 
     Each fold is a run directory under DIR (teacher and student, as `train`); cv.md and cv.json
@@ -443,29 +350,7 @@ def cv(
     from keras_dkd import experiments
 
     report = experiments.cv(
-        dataset,
-        out,
-        folds=fold_list,
-        config=config_name,
-        variant=variant,
-        seed=seed,
-        command=_command_line(),
-        on_event=Printer(quiet),
-        alpha=alpha,
-        beta=beta,
-        temperature=temperature,
-        warmup_epochs=warmup_epochs,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        select=select,
-        val_fraction=val_fraction,
-        normalize=normalize,
-        max_utterances=max_utterances,
-        data_dir=data_dir,
-        manual_dir=manual_dir,
-        cache_dir=cache_dir,
-        verbose=verbosity(quiet),
+        dataset, out, folds=fold_list, config=config_name, **options, **_reporting(quiet)
     )
     click.echo(experiments.format_cv(report).rstrip())
     click.echo(f"\nwritten: {Path(out) / 'cv.md'}, cv.json")

@@ -614,59 +614,7 @@ def _train_locked(
         phases[name] = phase_info
         _emit(on_event, event="phase", phase=name, status="done", **phase_info)
 
-    # ---------------------------------------------------------------- teacher
-    if variant in DISTILLATION_VARIANTS:
-        if teacher is not None:
-            teacher_model = _load_teacher(teacher, class_names, safe_mode)
-            save_model(teacher_model, run.model("teacher"))
-            models["teacher"] = teacher_model
-            phase_done(
-                "teacher",
-                {
-                    "source": str(teacher),
-                    "path": str(run.model("teacher")),
-                    "epochs": 0,
-                    "reused": True,
-                },
-            )
-        else:
-            model, info = _run_phase(
-                run,
-                "teacher",
-                model_variant="cnn_mha",
-                mode="ce",
-                teacher=None,
-                class_names=class_names,
-                bundle=bundle,
-                features=features,
-                labels=labels,
-                seed=seed,
-                epochs=epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                alpha=alpha,
-                beta=beta,
-                temperature=temperature,
-                warmup_epochs=warmup_epochs,
-                select=select,
-                verbose=verbose,
-                callbacks=callbacks,
-                on_event=on_event,
-                previous_rows=history_rows,
-            )
-            models["teacher"] = model
-            history_rows += info.pop("rows")
-            if info.get("resumed_from") or info.get("skipped"):
-                status = "resumed"
-            phase_done("teacher", info)
-
-    # ---------------------------------------------------------------- student
-    model, info = _run_phase(
-        run,
-        "student",
-        model_variant="cnn" if variant == "cnn" else "cnn_mha",
-        mode="ce" if variant in ("ce", "cnn") else variant,
-        teacher=models.get("teacher"),
+    phase_args = dict(
         class_names=class_names,
         bundle=bundle,
         features=features,
@@ -685,11 +633,41 @@ def _train_locked(
         on_event=on_event,
         previous_rows=history_rows,
     )
-    models["student"] = model
-    history_rows += info.pop("rows")
-    if info.get("resumed_from") or info.get("skipped"):
-        status = "resumed"
-    phase_done("student", info)
+
+    def train_phase(name, **kwargs):
+        nonlocal status
+        model, info = _run_phase(run, name, **kwargs, **phase_args)
+        models[name] = model
+        history_rows.extend(info.pop("rows"))
+        if info.get("resumed_from") or info.get("skipped"):
+            status = "resumed"
+        phase_done(name, info)
+
+    # ---------------------------------------------------------------- teacher
+    if variant in DISTILLATION_VARIANTS:
+        if teacher is not None:
+            teacher_model = _load_teacher(teacher, class_names, safe_mode)
+            save_model(teacher_model, run.model("teacher"))
+            models["teacher"] = teacher_model
+            phase_done(
+                "teacher",
+                {
+                    "source": str(teacher),
+                    "path": str(run.model("teacher")),
+                    "epochs": 0,
+                    "reused": True,
+                },
+            )
+        else:
+            train_phase("teacher", model_variant="cnn_mha", mode="ce", teacher=None)
+
+    # ---------------------------------------------------------------- student
+    train_phase(
+        "student",
+        model_variant="cnn" if variant == "cnn" else "cnn_mha",
+        mode="ce" if variant in ("ce", "cnn") else variant,
+        teacher=models.get("teacher"),
+    )
     run.write_history(history_rows)
 
     # ---------------------------------------------------------------- test evaluation

@@ -288,6 +288,10 @@ def test_evaluate_prints_metrics_and_json(trained_run, emodb_data):
     result = invoke("evaluate", model, "--dataset", "emodb", "--split", "speaker03", *common)
     assert result.exit_code == 0, result.output
     assert "WA" in result.output and "confusion" in result.output
+    # --split test with another seed than the run's is not its held-out split: a note says so
+    result = invoke("evaluate", model, "--dataset", "emodb", "--seed", "3", *common)
+    assert result.exit_code == 0, result.output
+    assert "was trained with --seed 0" in result.stderr
 
 
 @pytest.mark.once
