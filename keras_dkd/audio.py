@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_dkd.errors import AudioError
+from keras_dkd.errors import AudioError, DatasetError
 
 TARGET_SAMPLE_RATE = 16000
 DEFAULT_BLOCK_SECONDS = 30.0
@@ -287,6 +287,76 @@ def _mono(block: np.ndarray, path: Path, position: int, sample_rate: int) -> np.
 
 def _finish(samples: np.ndarray) -> np.ndarray:
     return np.clip(samples, -1.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus files (the TFDS builders): strict 16 kHz mono 16-bit WAV
+# --------------------------------------------------------------------------------------------
+
+
+def read_corpus_wav(path, corpus: str, wrong_format: str, damaged: str) -> np.ndarray:
+    """Read a corpus WAV that must be 16 kHz mono 16-bit, as int16 samples.
+
+    Unlike :func:`read_audio` nothing is converted: a corpus file in another format, or a
+    damaged one, means the corpus copy is wrong, and building a dataset from it would be too.
+
+    Args:
+        path: the WAV file.
+        corpus: the corpus name that starts every message (``"EmoDB"``).
+        wrong_format: what to do about a file of another rate or channel count.
+        damaged: what to do about an unreadable, empty or truncated file.
+
+    Returns:
+        int16 array of the samples.
+
+    Raises:
+        DatasetError: ``"<corpus>: <path> <problem>: <remedy>"``, one line.
+    """
+    import soundfile
+
+    path = Path(path)
+    try:
+        with soundfile.SoundFile(str(path)) as wav:
+            rate, channels, frames = wav.samplerate, wav.channels, wav.frames
+            if rate != TARGET_SAMPLE_RATE or channels != 1:
+                raise DatasetError(
+                    f"{corpus}: {path} is {rate} Hz with {channels} channel(s), expected "
+                    f"16000 Hz mono: {wrong_format}"
+                )
+            audio = wav.read(dtype="int16")
+    except DatasetError:
+        raise
+    except (RuntimeError, OSError) as error:  # soundfile.LibsndfileError is a RuntimeError
+        raise DatasetError(
+            f"{corpus}: cannot read {path} ({error}): the file is corrupt; {damaged}"
+        ) from error
+    if frames == 0:
+        problem = "holds no samples"
+    elif len(audio) != frames or wav_is_truncated(path):
+        problem = "is truncated (shorter than its header says)"
+    else:
+        return audio
+    raise DatasetError(f"{corpus}: {path} {problem}: {damaged}")
+
+
+def wav_is_truncated(path) -> bool:
+    """Whether a RIFF/WAVE file is shorter than its data chunk says (an interrupted copy).
+
+    libsndfile silently reads what is there, so a half-extracted file would pass unnoticed.
+    Files that are not RIFF/WAVE give False (libsndfile judges them).
+    """
+    path = Path(path)
+    with path.open("rb") as stream:
+        head = stream.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return False
+        while len(chunk := stream.read(8)) == 8:
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                unknown = size in (0, 0xFFFFFFFF)  # streamed files leave the size open
+                return not unknown and stream.tell() + size > path.stat().st_size
+            stream.seek(size + (size & 1), 1)
+    return False
 
 
 # --------------------------------------------------------------------------------------------

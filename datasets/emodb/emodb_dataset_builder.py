@@ -17,9 +17,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import tensorflow_datasets as tfds
 
+from keras_dkd.audio import read_corpus_wav
 from keras_dkd.errors import DatasetError
 
 URL = "http://emodb.bilderbar.info/download/download.zip"
@@ -91,49 +91,12 @@ def _audio_feature() -> tfds.features.Tensor:
 
 def _read_wav(path: Path) -> np.ndarray:
     """Reads a 16 kHz mono 16-bit WAV as int16; DatasetError naming the file otherwise."""
-    try:
-        with soundfile.SoundFile(str(path)) as wav:
-            rate, channels, frames = wav.samplerate, wav.channels, wav.frames
-            if rate != SAMPLE_RATE or channels != 1:
-                raise DatasetError(
-                    f"EmoDB: {path} is {rate} Hz with {channels} channel(s), expected 16000 Hz "
-                    "mono: use the original files of the official archive"
-                )
-            audio = wav.read(dtype="int16")
-    except DatasetError:
-        raise
-    except (RuntimeError, OSError) as error:  # soundfile.LibsndfileError is a RuntimeError
-        raise DatasetError(
-            f"EmoDB: cannot read {path} ({error}): the file is corrupt; "
-            "replace it with the original from the official archive"
-        ) from error
-    if frames == 0:
-        problem = "holds no samples"
-    elif len(audio) != frames or _wav_is_truncated(path):
-        problem = "is truncated (shorter than its header says)"
-    else:
-        return audio
-    raise DatasetError(
-        f"EmoDB: {path} {problem}: replace it with the original from the official archive"
+    return read_corpus_wav(
+        path,
+        "EmoDB",
+        wrong_format="use the original files of the official archive",
+        damaged="replace it with the original from the official archive",
     )
-
-
-def _wav_is_truncated(path: Path) -> bool:
-    """Whether a RIFF/WAVE file is shorter than its data chunk says (an interrupted copy).
-
-    libsndfile silently reads what is there, so a half-extracted file would pass unnoticed.
-    """
-    with path.open("rb") as stream:
-        head = stream.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return False  # not RIFF/WAVE: libsndfile judges it
-        while len(chunk := stream.read(8)) == 8:
-            size = int.from_bytes(chunk[4:], "little")
-            if chunk[:4] == b"data":
-                unknown = size in (0, 0xFFFFFFFF)  # streamed files leave the size open
-                return not unknown and stream.tell() + size > path.stat().st_size
-            stream.seek(size + (size & 1), 1)
-    return False
 
 
 def parse_filename(name: str) -> dict[str, str]:

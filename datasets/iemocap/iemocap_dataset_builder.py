@@ -18,9 +18,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import tensorflow_datasets as tfds
 
+from keras_dkd.audio import read_corpus_wav
 from keras_dkd.errors import DatasetError
 
 HOMEPAGE = "https://sail.usc.edu/iemocap/"
@@ -248,50 +248,12 @@ def read_utterances(release: Path) -> dict[int, list[Utterance]]:
 
 def read_wav(utterance: Utterance) -> np.ndarray:
     """The utterance's audio as int16; DatasetError naming the wav if it is unusable."""
-    path = utterance.wav
-    try:
-        with soundfile.SoundFile(str(path)) as wav:
-            rate, channels, frames = wav.samplerate, wav.channels, wav.frames
-            if rate != SAMPLE_RATE or channels != 1:
-                raise DatasetError(
-                    f"IEMOCAP: {path} is {rate} Hz with {channels} channel(s), expected 16000 Hz "
-                    "mono: use the sentences/wav files of the original release"
-                )
-            audio = wav.read(dtype="int16")
-    except DatasetError:
-        raise
-    except (RuntimeError, OSError) as error:  # soundfile.LibsndfileError is a RuntimeError
-        raise DatasetError(
-            f"IEMOCAP: cannot read {path} ({error}): the file is corrupt; restore it from the "
-            "original IEMOCAP_full_release archive"
-        ) from error
-    if frames == 0:
-        problem = "holds no samples"
-    elif len(audio) != frames or _wav_is_truncated(path):
-        problem = "is truncated (shorter than its header says)"
-    else:
-        return audio
-    raise DatasetError(
-        f"IEMOCAP: {path} {problem}: restore it from the original IEMOCAP_full_release archive"
+    return read_corpus_wav(
+        utterance.wav,
+        "IEMOCAP",
+        wrong_format="use the sentences/wav files of the original release",
+        damaged="restore it from the original IEMOCAP_full_release archive",
     )
-
-
-def _wav_is_truncated(path: Path) -> bool:
-    """Whether a RIFF/WAVE file is shorter than its data chunk says (an interrupted copy).
-
-    libsndfile silently reads what is there, so a half-extracted file would pass unnoticed.
-    """
-    with path.open("rb") as stream:
-        head = stream.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return False  # not RIFF/WAVE: libsndfile judges it
-        while len(chunk := stream.read(8)) == 8:
-            size = int.from_bytes(chunk[4:], "little")
-            if chunk[:4] == b"data":
-                unknown = size in (0, 0xFFFFFFFF)  # streamed files leave the size open
-                return not unknown and stream.tell() + size > path.stat().st_size
-            stream.seek(size + (size & 1), 1)
-    return False
 
 
 class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
