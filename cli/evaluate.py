@@ -12,6 +12,7 @@ from keras_dkd.cli.options import (
     data_options,
     dataset_option,
     protocol_options,
+    seed_option,
     unsafe_option,
     user_errors,
 )
@@ -66,14 +67,7 @@ def format_metrics(metrics: dict) -> str:
     "all.",
 )
 @protocol_options()
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    metavar="INT",
-    default=0,
-    show_default=True,
-    help="The data seed of the run (for --split test/val).",
-)
+@seed_option("The data seed of the run (for --split test/val).")
 @click.option(
     "--val-fraction",
     type=click.FloatRange(min=0, max=1, max_open=True),

@@ -248,6 +248,38 @@ def training_options(func):
     )(func)
 
 
+def variant_options(help_text):
+    """--variant and --beta: the student objective and the NCKD weight (train, cv)."""
+    return _stack(
+        click.option(
+            "--variant",
+            type=click.Choice(VARIANTS),
+            default="dkd",
+            show_default=True,
+            help=help_text,
+        ),
+        click.option(
+            "--beta",
+            type=click.FloatRange(min=0),
+            metavar="FLOAT",
+            default=8.0,
+            show_default=True,
+            help="Weight of NCKD (dkd, nckd).",
+        ),
+    )
+
+
+def seed_option(help_text=None):
+    return click.option(
+        "--seed",
+        type=click.IntRange(min=0),
+        metavar="INT",
+        default=0,
+        show_default=True,
+        help=help_text,
+    )
+
+
 def quiet_option(func):
     return click.option(
         "--quiet",

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from keras_dkd.cli.options import (
-    VARIANTS,
     MultiValueOption,
     check_data_options,
     check_unique,
@@ -17,9 +16,11 @@ from keras_dkd.cli.options import (
     fold_index,
     protocol_options,
     quiet_option,
+    seed_option,
     training_options,
     unsafe_option,
     user_errors,
+    variant_options,
     verbosity,
 )
 
@@ -168,24 +169,12 @@ def print_train_result(result: dict):
 )
 @data_options
 @protocol_options()
-@click.option(
-    "--variant",
-    type=click.Choice(VARIANTS),
-    default="dkd",
-    show_default=True,
-    help="Student objective: dkd/kd/tckd/nckd distil from a CE teacher; ce trains "
-    "one head-fusion CNN, cnn one CNN without attention (no teacher).",
-)
-@click.option(
-    "--beta",
-    type=click.FloatRange(min=0),
-    metavar="FLOAT",
-    default=8.0,
-    show_default=True,
-    help="Weight of NCKD (dkd, nckd).",
+@variant_options(
+    "Student objective: dkd/kd/tckd/nckd distil from a CE teacher; ce trains one head-fusion "
+    "CNN, cnn one CNN without attention (no teacher)."
 )
 @training_options
-@click.option("--seed", type=click.IntRange(min=0), metavar="INT", default=0, show_default=True)
+@seed_option("Seed of the data split, the shuffling and the weight initialisation.")
 @click.option(
     "--teacher",
     type=click.Path(dir_okay=False),
@@ -317,23 +306,11 @@ def ablate(dataset, out, config_name, protocol, fold, seeds, betas, quiet, **opt
     metavar="K...",
     help="Run only these folds (indices or group names) [all].",
 )
-@click.option(
-    "--variant",
-    type=click.Choice(VARIANTS),
-    default="dkd",
-    show_default=True,
-    help="As for train: dkd/kd/tckd/nckd (teacher + student per fold), ce or cnn (one model).",
-)
-@click.option(
-    "--beta",
-    type=click.FloatRange(min=0),
-    metavar="FLOAT",
-    default=8.0,
-    show_default=True,
-    help="Weight of NCKD (dkd, nckd).",
+@variant_options(
+    "As for train: dkd/kd/tckd/nckd (teacher + student per fold), ce or cnn (one model)."
 )
 @training_options
-@click.option("--seed", type=click.IntRange(min=0), metavar="INT", default=0, show_default=True)
+@seed_option("Seed of the data split, the shuffling and the weight initialisation.")
 @quiet_option
 @user_errors
 def cv(dataset, out, config_name, folds, quiet, **options):
