@@ -11,6 +11,7 @@ from keras_dkd.cli.options import (
     check_data_options,
     data_options,
     dataset_option,
+    inference_batch_option,
     protocol_options,
     seed_option,
     unsafe_option,
@@ -76,14 +77,7 @@ def format_metrics(metrics: dict) -> str:
     show_default=True,
     help="As given to train (for --split test/val).",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    metavar="INT",
-    default=64,
-    show_default=True,
-    help="Segments per inference batch.",
-)
+@inference_batch_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @unsafe_option
 @user_errors
@@ -169,14 +163,7 @@ def _check_split(dataset, split):
     show_default=True,
     help="Seconds between the starts of 2-s segments.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    metavar="INT",
-    default=64,
-    show_default=True,
-    help="Segments per inference batch.",
-)
+@inference_batch_option
 @unsafe_option
 @user_errors
 def predict(model, files, as_json, hop, batch_size, unsafe):

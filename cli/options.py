@@ -280,6 +280,18 @@ def seed_option(help_text=None):
     )
 
 
+def inference_batch_option(func):
+    """--batch-size of the inference commands (evaluate, predict)."""
+    return click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        metavar="INT",
+        default=64,
+        show_default=True,
+        help="Segments per inference batch.",
+    )(func)
+
+
 def quiet_option(func):
     return click.option(
         "--quiet",
