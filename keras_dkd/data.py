@@ -36,14 +36,9 @@ at a 0.4-s hop together (:class:`UtteranceSet`). Utterances shorter than 2 s are
 one segment; ``drop_short=True`` drops utterances of 2 s or less (Head Fusion), and
 ``describe()`` counts them.
 
-**Cache.** Features are computed once per (corpus, config, TFDS split, hop) and stored under
-``cache_dir`` (default :func:`keras_dkd.paths.cache_dir`) in
-``features/<corpus>/<config>/<split>-hop<hop>-<key>/`` (``segments.npy``, ``meta.json``),
-written atomically. ``key`` hashes the feature parameters
-(:data:`keras_dkd.features.FEATURE_PARAMS`, segment length, hop, ``drop_short``), the dataset
-name, config and version, the split name and a fingerprint of its utterances (ids and audio
-bytes): a second run recomputes nothing, and a change of parameters or of the data gives a new
-key. :func:`cache_stats` counts computations.
+**Cache.** Features are computed once per (corpus, config, TFDS split, hop) and stored on disk by
+:class:`keras_dkd.cache.FeatureCache`: a second run recomputes nothing, and a change of parameters
+or of the data gives a new entry. :func:`cache_stats` counts computations.
 
 **Normalisation.** ``normalize=True`` returns per-filter ``(mean, variance)`` (40 values each)
 over the training segments in ``bundle.normalization``; the features themselves stay raw, and
@@ -56,20 +51,16 @@ import dataclasses
 import hashlib
 import json
 import math
-import shutil
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from keras_dkd import features as F
-from keras_dkd import paths
+from keras_dkd.cache import FeatureCache, cache_stats, reset_cache_stats
 from keras_dkd.errors import UserError
-from keras_dkd.io import atomic_path
 
 PROTOCOLS = ("random", "loso")
 TEST_FRACTION = 0.2
-CACHE_FORMAT = 1  # bump when the layout of a cache entry changes
 
 __all__ = [
     "PROTOCOLS",
@@ -216,37 +207,6 @@ class DataBundle:
         """A JSON-serialisable description: dataset, protocol, fold and groups, seeds, feature
         parameters, utterance/segment/class counts per split, cache use."""
         return json.loads(json.dumps(self.info))
-
-
-# ----------------------------------------------------------------------------------------------
-# Cache statistics
-
-
-@dataclasses.dataclass
-class _CacheStats:
-    computed_utterances: int = 0
-    computed_entries: int = 0
-    loaded_entries: int = 0
-
-
-_STATS = _CacheStats()
-
-
-def cache_stats() -> dict:
-    """Counters since the last :func:`reset_cache_stats`, process-wide.
-
-    Returns:
-        ``{"computed_utterances", "computed_entries", "loaded_entries"}``: utterances whose
-        features were computed (one logfbank pass each, whatever the number of hops), cache
-        entries (one per split and hop) written, and entries read from the cache.
-    """
-    return dataclasses.asdict(_STATS)
-
-
-def reset_cache_stats() -> None:
-    """Set the :func:`cache_stats` counters to 0."""
-    global _STATS
-    _STATS = _CacheStats()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +390,7 @@ def utterance_set(
     records = load_utterances(dataset, config, split, data_dir=data_dir, manual_dir=manual_dir)
     if max_utterances is not None:
         records = [records[i] for i in _subset(records, max_utterances, seed)]
-    cache = _FeatureCache(cache_dir, dataset, config,
+    cache = FeatureCache(cache_dir, dataset, config,
                           _dataset_version(dataset, config, data_dir), drop_short)
     per_utt = cache.segments(records, [hop_seconds])[0]
     result = _assemble(records, range(len(records)), per_utt, class_names, hop_seconds)
@@ -510,7 +470,7 @@ def prepare_utterances(
         records, train_idx, protocol, val_fraction, split_seed
     )
 
-    cache = _FeatureCache(cache_dir, dataset, config, version, drop_short)
+    cache = FeatureCache(cache_dir, dataset, config, version, drop_short)
     stats_before = cache_stats()
     hops = [float(train_hop), float(eval_hop)]
     train_seg, eval_seg = cache.segments(records, hops)
@@ -703,136 +663,6 @@ def _validation_split(records, train_idx, protocol, val_fraction, seed):
     val = [train_idx[j] for j in sorted(picked)]
     train = [train_idx[j] for j in range(len(train_idx)) if j not in picked]
     return train, val, []
-
-
-# ----------------------------------------------------------------------------------------------
-# Features and cache
-
-
-def _fingerprint(records: Sequence[Utterance]) -> str:
-    h = hashlib.sha256()
-    for r in records:
-        audio = np.ascontiguousarray(r.audio)
-        h.update(f"{r.utterance_id}\0{int(r.sample_rate)}\0{audio.dtype.str}\0{audio.size}\0"
-                 .encode())
-        h.update(audio.tobytes())
-    return h.hexdigest()
-
-
-def _hop_name(hop: float) -> str:
-    return f"{hop:g}".replace(".", "p")
-
-
-class _FeatureCache:
-    """Per (dataset, config, group, hop) segment arrays on disk (see the module docstring)."""
-
-    def __init__(self, cache_dir, dataset: str, config, version: str, drop_short: bool):
-        base = Path(cache_dir).expanduser() if cache_dir is not None else paths.cache_dir()
-        self.root = base / "features" / _safe(dataset) / _safe(config or "default")
-        self.dataset, self.config, self.version = dataset, config, version
-        self.drop_short = bool(drop_short)
-
-    def _key(self, group: str, hop: float, fingerprint: str) -> str:
-        params = {
-            "format": CACHE_FORMAT,
-            "features": F.FEATURE_PARAMS,
-            "segment_seconds": F.SEGMENT_SECONDS,
-            "hop_seconds": float(hop),
-            "drop_short": self.drop_short,
-            "dataset": self.dataset,
-            "config": self.config,
-            "version": self.version,
-            "group": group,
-            "utterances": fingerprint,
-        }
-        return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
-
-    def _path(self, group: str, hop: float, key: str) -> Path:
-        return self.root / f"{_safe(group)}-hop{_hop_name(hop)}-{key}"
-
-    def segments(self, records: Sequence[Utterance], hops: Sequence[float]) -> list[list]:
-        """Per hop, a list with each record's ``(n_i, 197, 40)`` segments (views, maybe mmap)."""
-        by_group: dict[str, list[int]] = {}
-        for i, r in enumerate(records):
-            by_group.setdefault(r.group, []).append(i)
-        result = [[None] * len(records) for _ in hops]
-        for group, members in by_group.items():
-            recs = [records[i] for i in members]
-            fp = _fingerprint(recs)
-            paths_ = [self._path(group, h, self._key(group, h, fp)) for h in hops]
-            loaded = [self._load(p, recs) for p in paths_]
-            missing = [k for k, x in enumerate(loaded) if x is None]
-            if missing:
-                computed = self._compute(recs, [hops[k] for k in missing])
-                for k, arrays in zip(missing, computed, strict=True):
-                    self._store(paths_[k], recs, hops[k], arrays)
-                    loaded[k] = arrays
-            for k, arrays in enumerate(loaded):
-                for i, seg in zip(members, arrays, strict=True):
-                    result[k][i] = seg
-        return result
-
-    def _compute(self, recs, hops):
-        out = [[] for _ in hops]
-        for r in recs:
-            try:
-                per_hop = F.logfbank_segments_multi(
-                    r.audio, r.sample_rate, hops, F.SEGMENT_SECONDS, self.drop_short)
-            except UserError as error:
-                raise UserError(f"{r.utterance_id}: {error}") from None
-            for k, seg in enumerate(per_hop):
-                out[k].append(seg)
-            _STATS.computed_utterances += 1
-        return out
-
-    def _store(self, path: Path, recs, hop, arrays) -> None:
-        counts = [int(len(a)) for a in arrays]
-        segments = (np.concatenate(arrays) if arrays else
-                    np.zeros((0, F.SEGMENT_FRAMES, F.NFILT), np.float32)).astype(np.float32)
-        meta = {
-            "format": CACHE_FORMAT,
-            "dataset": self.dataset,
-            "config": self.config,
-            "version": self.version,
-            "group": recs[0].group if recs else "",
-            "hop_seconds": float(hop),
-            "drop_short": self.drop_short,
-            "features": F.FEATURE_PARAMS,
-            "utterance_ids": [r.utterance_id for r in recs],
-            "counts": counts,
-        }
-        if path.exists():  # an unusable entry (damaged, or written for other utterances)
-            shutil.rmtree(path, ignore_errors=True)
-        try:
-            with atomic_path(path, suffix="") as tmp:
-                tmp.mkdir()
-                np.save(tmp / "segments.npy", segments)
-                (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        except OSError:
-            if not (path / "meta.json").is_file():  # not a concurrent writer's finished entry
-                raise
-        _STATS.computed_entries += 1
-
-    def _load(self, path: Path, recs):
-        meta_path, seg_path = path / "meta.json", path / "segments.npy"
-        if not (meta_path.is_file() and seg_path.is_file()):
-            return None
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            segments = np.load(seg_path, mmap_mode="r")
-        except (OSError, ValueError):
-            return None
-        counts = meta.get("counts", [])
-        if (meta.get("utterance_ids") != [r.utterance_id for r in recs]
-                or sum(counts) != len(segments)):
-            return None
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-        _STATS.loaded_entries += 1
-        return [segments[offsets[j]: offsets[j + 1]] for j in range(len(recs))]
-
-
-def _safe(name) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
 
 
 def _assemble(records, positions, per_utt, class_names, hop) -> UtteranceSet:
