@@ -15,9 +15,15 @@ Problems with a file never surface as a libsndfile exception or a traceback: the
 :class:`keras_dkd.errors.AudioError`, whose one-line message names the file, the problem and what
 to do. What is refused:
 
-- a missing path, a directory, an empty (0-byte) file;
+- a missing path, a directory, anything that is not a regular file (a FIFO, a device: refused
+  from ``stat`` before any ``open``, which would block on a FIFO), an empty (0-byte) file;
 - anything libsndfile cannot open: a truncated header, a text file named ``.wav``, ...;
+- a header sample rate outside 1 kHz .. 384 kHz (:data:`MIN_SAMPLE_RATE`,
+  :data:`MAX_SAMPLE_RATE`): a damaged header, refused before anything is allocated;
 - a file that holds no samples (0 frames);
+- a WAV whose body is shorter than its header's data size (an interrupted copy or download;
+  libsndfile would silently read what is there): a prediction on part of a recording would look
+  like one on the whole;
 - NaN or infinite samples (a corrupt float file). They are refused rather than silently replaced,
   because no replacement value is right and a prediction on patched audio would look trustworthy.
 
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,8 +51,15 @@ from keras_dkd.errors import AudioError, DatasetError
 
 TARGET_SAMPLE_RATE = 16000
 DEFAULT_BLOCK_SECONDS = 30.0
+MIN_SAMPLE_RATE = 1_000
+"""Files whose header gives a lower sample rate are refused (a damaged header)."""
+MAX_SAMPLE_RATE = 384_000
+"""Files whose header gives a higher sample rate are refused: a damaged header (2,147,483,647 Hz)
+would otherwise make the resampler allocate gigabytes."""
 
 __all__ = [
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
     "TARGET_SAMPLE_RATE",
     "AudioStream",
     "Resampler",
@@ -223,10 +237,16 @@ def _open(path: Path):
     if path.is_dir():
         raise AudioError(path, "is a directory, not an audio file; pass the audio files in it")
     try:
-        size = path.stat().st_size
+        info = path.stat()  # stat never blocks, unlike open() on a FIFO
     except OSError as error:
         raise AudioError(path, f"cannot be read ({error.strerror or error})") from None
-    if size == 0 and path.is_file():
+    if not stat.S_ISREG(info.st_mode):
+        raise AudioError(
+            path,
+            f"is not a regular file (a {_file_kind(info.st_mode)}); pass an audio file saved "
+            "on disk",
+        )
+    if info.st_size == 0:
         raise AudioError(path, "is an empty file (0 bytes); re-export or re-record it")
     if not os.access(path, os.R_OK):
         raise AudioError(path, "cannot be read (permission denied); check its permissions")
@@ -239,18 +259,60 @@ def _open(path: Path):
             "check that it is a complete WAV, FLAC, OGG or other libsndfile format",
         ) from None
     try:
-        if handle.samplerate < 1 or handle.channels < 1:
+        if handle.channels < 1:
             raise AudioError(
                 path,
                 f"has an invalid header ({handle.samplerate} Hz, {handle.channels} channels); "
                 "re-export it",
             )
+        if not MIN_SAMPLE_RATE <= handle.samplerate <= MAX_SAMPLE_RATE:
+            raise AudioError(
+                path,
+                f"has a sample rate of {handle.samplerate:,} Hz in its header, outside "
+                f"{MIN_SAMPLE_RATE:,}..{MAX_SAMPLE_RATE:,} Hz (a damaged header); re-export it "
+                "at a usual rate such as 16,000 or 48,000 Hz",
+            )
         if handle.frames == 0:
             raise AudioError(path, _NO_SAMPLES)
+        truncated = wav_truncation(path)
+        if truncated is not None:
+            claimed, present = truncated
+            rate, width = handle.samplerate, _frame_bytes(handle)
+            raise AudioError(
+                path,
+                f"is truncated: its header announces {_seconds(claimed, rate, width)} of audio "
+                f"but the file holds {_seconds(present, rate, width)} (an interrupted copy or "
+                "download); re-export or re-download it",
+            )
     except BaseException:
         handle.close()
         raise
     return handle
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "FIFO / named pipe"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def _frame_bytes(handle) -> int | None:
+    """Bytes per frame of an uncompressed PCM/float WAV, or None if unknown."""
+    widths = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
+              "DOUBLE": 8, "ULAW": 1, "ALAW": 1}
+    width = widths.get(handle.subtype)
+    return None if width is None else width * handle.channels
+
+
+def _seconds(data_bytes: int, rate: int, frame_bytes: int | None) -> str:
+    if not frame_bytes:
+        return f"{data_bytes:,} bytes"
+    seconds = data_bytes / frame_bytes / rate
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds:.2f} s"
 
 
 _NO_SAMPLES = "holds no audio samples (0 frames); re-export or re-record it"
@@ -345,18 +407,26 @@ def wav_is_truncated(path) -> bool:
     libsndfile silently reads what is there, so a half-extracted file would pass unnoticed.
     Files that are not RIFF/WAVE give False (libsndfile judges them).
     """
+    return wav_truncation(path) is not None
+
+
+def wav_truncation(path) -> tuple[int, int] | None:
+    """``(bytes the data chunk announces, bytes present)`` of a truncated RIFF/WAVE file, else
+    None (complete, not RIFF/WAVE, or a streamed file whose data size is left open)."""
     path = Path(path)
     with path.open("rb") as stream:
         head = stream.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return False
+            return None
         while len(chunk := stream.read(8)) == 8:
             size = int.from_bytes(chunk[4:], "little")
             if chunk[:4] == b"data":
-                unknown = size in (0, 0xFFFFFFFF)  # streamed files leave the size open
-                return not unknown and stream.tell() + size > path.stat().st_size
+                if size in (0, 0xFFFFFFFF):  # streamed files leave the size open
+                    return None
+                present = os.fstat(stream.fileno()).st_size - stream.tell()
+                return (size, max(present, 0)) if size > present else None
             stream.seek(size + (size & 1), 1)
-    return False
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -100,13 +100,16 @@ def test_unreadable_file(tmp_path):
         path.chmod(0o644)
 
 
-def test_truncated_wav_body_reads_what_is_there(tmp_path):
-    """A WAV cut inside its data (an interrupted copy) reads the samples that are there."""
+def test_truncated_wav_body_is_refused(tmp_path):
+    """A WAV cut inside its data (an interrupted copy) is refused, not read in part."""
     whole = fx.write_case(tmp_path, "wav_pcm16")
     cut = tmp_path / "cut.wav"
     cut.write_bytes(whole.read_bytes()[: 44 + 2 * 5000 + 1])
-    waveform = read_audio(cut)
-    np.testing.assert_array_equal(waveform, read_audio(whole)[:5000])
+    for read in (read_audio, lambda p: list(stream_audio(p))):
+        with pytest.raises(AudioError, match=r"is truncated: its header announces 1\.00 s of "
+                                             r"audio but the file holds 0\.31 s") as info:
+            read(cut)
+        _assert_clean_error(info.value, cut)
 
 
 # ---------------------------------------------------------------------------------------------
