@@ -101,22 +101,94 @@ def atomic_directory(path):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_model(path, safe_mode: bool = True):
+def check_model_input(model, path=None) -> None:
+    """Refuse a model that does not take keras-dkd's input, one ``(None, 197, 40)`` tensor.
+
+    Call it on every model loaded from a user's file (:func:`load_model` does): a model of
+    another input shape would otherwise fail deep inside Keras with a message holding a whole
+    tensor.
+
+    Args:
+        model: a ``keras.Model``.
+        path: the file it came from, named in the message (optional).
+
+    Raises:
+        UserError: ``"<path>: the model takes inputs of shape ...; ..."``, one line.
+
+    Example:
+        >>> from keras_dkd.models import build_model
+        >>> check_model_input(build_model(), "student.keras")
+    """
+    from keras_dkd.models import INPUT_SHAPE
+
+    inputs = getattr(model, "inputs", None)
+    if inputs is None:  # a subclassed model that was never built: nothing to check
+        return
+    shapes = [tuple(getattr(x, "shape", ())) for x in inputs]
+    if len(shapes) == 1 and tuple(shapes[0][1:]) == tuple(INPUT_SHAPE):
+        return
+    where = f"{path}: " if path is not None else ""
+    found = shapes[0] if len(shapes) == 1 else shapes
+    raise UserError(
+        f"{where}the model takes inputs of shape {found}, not (None, {INPUT_SHAPE[0]}, "
+        f"{INPUT_SHAPE[1]}) (2-s log filter-bank segments); pass a model trained by keras-dkd"
+    )
+
+
+def _first_line(error: BaseException, limit: int = 160) -> str:
+    text = (str(error).strip().splitlines() or [""])[0].strip()
+    if isinstance(error, KeyError):  # str(KeyError) is the quoted key
+        text = f"missing {text}"
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a ``.keras`` zip whose members are damaged or that lacks ``config.json``."""
+    import zipfile
+
+    damaged = (f"{path}: the model file is damaged ({{}}); copy it again or re-save it from "
+               "the run that trained it")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "config.json" not in names:
+                raise UserError(damaged.format("no config.json in the .keras archive"))
+            bad = archive.testzip()  # reads every member and checks its CRC-32
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError,
+            NotImplementedError) as error:
+        raise UserError(damaged.format(_first_line(error))) from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read ({error.strerror or error}); check that the "
+                        "file is readable") from None
+    if bad is not None:
+        raise UserError(damaged.format(f"member {bad} fails its CRC-32 check"))
+
+
+def load_model(path, safe_mode: bool = True, check_input: bool = True):
     """Load a keras-dkd ``.keras`` model, with Keras safe mode on by default.
 
     Safe mode refuses to deserialize Python bytecode (``Lambda`` layers and other pickled
     functions) stored in the file: loading an untrusted ``.keras`` file therefore cannot run
     arbitrary code. Pass ``safe_mode=False`` only for files you trust.
 
+    Before Keras sees the file, the archive is checked: every member's CRC-32 (a file damaged
+    in a copy) and the presence of ``config.json``. After loading, :func:`check_model_input`
+    checks the input shape.
+
     Args:
         path: a ``.keras`` file.
         safe_mode: keep Keras safe mode on (default).
+        check_input: refuse a model whose input is not ``(None, 197, 40)`` (default).
 
     Returns:
         The ``keras.Model``.
 
     Raises:
-        UserError: the file is missing, not a ``.keras`` archive, or refused by safe mode.
+        UserError: the file is missing, not a ``.keras`` archive, damaged, refused by safe
+            mode, not loadable by Keras, or takes inputs of another shape. One line naming the
+            file and the fix.
     """
     import zipfile
 
@@ -129,12 +201,22 @@ def load_model(path, safe_mode: bool = True):
         raise UserError(f"{path}: model file not found; pass the path of a .keras file")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise UserError(f"{path}: not a .keras model archive; pass a file saved by keras-dkd")
+    _check_archive(path)
     try:
-        return keras.saving.load_model(path, safe_mode=safe_mode)
+        model = keras.saving.load_model(path, safe_mode=safe_mode)
     except ValueError as error:
         if "safe_mode" in str(error) or "unsafe" in str(error).lower():
             raise UserError(
                 f"{path}: the model holds Python code (e.g. a Lambda layer), which safe mode "
                 "refuses to load; rerun with --unsafe only if you trust the file"
             ) from None
-        raise UserError(f"{path}: cannot load the model ({str(error).splitlines()[0]})") from None
+        raise UserError(f"{path}: cannot load the model ({_first_line(error)}); pass a .keras "
+                        "file saved by keras-dkd") from None
+    except MemoryError:
+        raise
+    except Exception as error:  # Keras raises many types for a file it cannot rebuild
+        raise UserError(f"{path}: cannot load the model ({_first_line(error)}); pass a .keras "
+                        "file saved by keras-dkd") from None
+    if check_input:
+        check_model_input(model, path)
+    return model
