@@ -4,6 +4,13 @@ Every file keras-dkd writes that a user relies on (``.keras`` models, exports, `
 feature caches) is written to a temporary sibling and moved into place with :func:`os.replace`,
 which is atomic on POSIX file systems: a kill at any moment leaves either the old file or the new
 one, never a partial file under the final name.
+
+A kill leaves the temporary sibling behind (``.NAME.XXXXXXXX.tmp...``). The next write of the
+same path removes such leftovers once they are *stale*: nothing under them was modified for
+:data:`STALE_SECONDS` (an hour). A process still writing a temporary file touches it far more
+often than that, so a concurrent writer's work in progress is never removed; a leftover younger
+than an hour is left for a later run. :func:`remove_stale` applies the same rule to other
+writers' leftovers (TFDS ``incomplete.*`` build folders, export versions).
 """
 
 from __future__ import annotations
@@ -11,11 +18,81 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from keras_dkd.errors import UserError
+
+STALE_SECONDS = 3600.0
+"""A temporary file or folder untouched for this long is a dead process' leftover."""
+
+
+def _newest_mtime(path: Path) -> float:
+    """The latest modification time of ``path`` and, for a folder, anything inside it."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+                except OSError:  # removed meanwhile
+                    continue
+    return newest
+
+
+def remove_stale(folder, pattern: str, max_age: float | None = None) -> list[Path]:
+    r"""Remove the entries of ``folder`` whose name fully matches ``pattern`` and that are stale.
+
+    Stale means that neither the entry nor anything inside it was modified for ``max_age``
+    seconds (default :data:`STALE_SECONDS`), so a temporary file another process is still
+    writing is never touched. Errors (a missing folder, a read-only one, a race with another
+    cleaner) are ignored: cleaning is best effort.
+
+    Args:
+        folder: where to look (not recursive).
+        pattern: a regular expression for the names of temporary entries.
+        max_age: seconds without modification after which an entry counts as stale.
+
+    Returns:
+        The paths removed.
+
+    Example:
+        >>> remove_stale("/nonexistent", r"\.x\..*\.tmp")
+        []
+    """
+    max_age = STALE_SECONDS if max_age is None else max_age
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    regex = re.compile(pattern)
+    for entry in entries:
+        if not regex.fullmatch(entry.name):
+            continue
+        try:
+            if now - _newest_mtime(entry) < max_age:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            continue
+    return removed
+
+
+def _temp_pattern(name: str) -> str:
+    """Names of the temporaries :func:`atomic_path` / :func:`atomic_directory` make for ``name``."""
+    stem = re.escape(Path(name).stem)
+    full = re.escape(name)
+    return rf"\.(?:{stem}|{full})\.[A-Za-z0-9_]{{8}}\.tmp.*"
 
 
 @contextlib.contextmanager
@@ -36,6 +113,7 @@ def atomic_path(path, suffix: str | None = None):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent, _temp_pattern(path.name))
     suffix = path.suffix if suffix is None else suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
@@ -86,6 +164,7 @@ def atomic_directory(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent, _temp_pattern(path.name))
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
