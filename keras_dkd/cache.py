@@ -5,6 +5,11 @@ Entries live under ``cache_dir`` (default :func:`keras_dkd.paths.cache_dir`) in
 written atomically. ``key`` hashes the feature parameters, the segment length and hop,
 ``drop_short``, the dataset name, config and version, the split name and a fingerprint of its
 utterances (ids and audio bytes). :func:`cache_stats` counts computations and loads.
+
+``meta.json`` holds the SHA-256 of ``segments.npy``, checked on every load: an entry whose
+segments were damaged in place (same size, other bytes), whose ``meta.json`` is not the JSON
+object it should be, or that cannot be read is recomputed and rewritten, with one warning
+(:class:`CacheWarning`) naming it. Checking costs one read of the file at about 1.4 GB/s.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,12 +26,21 @@ import numpy as np
 
 from keras_dkd import features as F
 from keras_dkd import paths
-from keras_dkd.errors import UserError
+from keras_dkd.errors import UserError, storage_error
 from keras_dkd.io import atomic_path
 
-__all__ = ["CACHE_FORMAT", "FeatureCache", "cache_stats", "reset_cache_stats"]
+__all__ = ["CACHE_FORMAT", "CacheWarning", "FeatureCache", "cache_stats", "reset_cache_stats"]
 
-CACHE_FORMAT = 1  # bump when the layout of a cache entry changes
+CACHE_FORMAT = 2  # bump when the layout of a cache entry changes (2: sha256 in meta.json)
+
+
+class CacheWarning(UserWarning):
+    """A damaged feature-cache entry was found; it is recomputed."""
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 
@@ -157,9 +172,13 @@ class FeatureCache:
             with atomic_path(path, suffix="") as tmp:
                 tmp.mkdir()
                 np.save(tmp / "segments.npy", segments)
+                meta["segments_sha256"] = _sha256(tmp / "segments.npy")
                 (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        except OSError:
+        except OSError as error:
             if not (path / "meta.json").is_file():  # not a concurrent writer's finished entry
+                storage = storage_error(error, path=self.root)
+                if storage is not None:
+                    raise UserError(f"feature cache: {storage} (or pass --cache-dir)") from None
                 raise
         _STATS.computed_entries += 1
 
@@ -169,16 +188,28 @@ class FeatureCache:
             return None
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                return _damaged(path, "meta.json is not a JSON object")
+            expected = meta.get("segments_sha256")
+            if not isinstance(expected, str) or _sha256(seg_path) != expected:
+                return _damaged(path, "segments.npy does not match its checksum")
             segments = np.load(seg_path, mmap_mode="r")
-        except (OSError, ValueError):
-            return None
+        except (OSError, ValueError) as error:
+            return _damaged(path, f"it cannot be read ({type(error).__name__})")
         counts = meta.get("counts", [])
-        if (meta.get("utterance_ids") != [r.utterance_id for r in recs]
+        if (not isinstance(counts, list) or not all(isinstance(c, int) for c in counts)
+                or meta.get("utterance_ids") != [r.utterance_id for r in recs]
                 or sum(counts) != len(segments)):
             return None
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
         _STATS.loaded_entries += 1
         return [segments[offsets[j]: offsets[j + 1]] for j in range(len(recs))]
+
+
+def _damaged(path: Path, why: str) -> None:
+    warnings.warn(f"{path}: damaged feature-cache entry ({why}); recomputing it",
+                  CacheWarning, stacklevel=3)
+    return None
 
 
 def safe_name(name) -> str:
