@@ -61,12 +61,15 @@ def _chain(error: BaseException):
 
 
 def _shown_path(path: str) -> str:
-    """A path worth showing: the folder of a hidden temporary file (``.x.123.tmp.keras``)."""
-    import os
+    """A path worth showing: the folder holding a temporary file or folder, not its inside
+    (``out/.1.x7f3k2q9.tmp/variables/...`` -> ``out``)."""
+    import re
+    from pathlib import PurePath
 
-    name = os.path.basename(path.rstrip("/"))
-    if name.startswith(".") and ".tmp" in name or name.startswith("incomplete."):
-        return os.path.dirname(path.rstrip("/")) or path
+    parts = PurePath(path).parts
+    for k, part in enumerate(parts):
+        if re.match(r"\..*\.tmp|incomplete\.", part) and k:
+            return str(PurePath(*parts[:k]))
     return path
 
 

@@ -41,7 +41,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from keras_dkd.errors import UserError
+from keras_dkd.errors import UserError, storage_error
+from keras_dkd.io import remove_stale
 
 FEATURES_SIGNATURE = "serving_default"
 WAVEFORM_SIGNATURE = "classify_waveform"
@@ -309,8 +310,14 @@ def _export_here(model, export_dir: Path, version, overwrite: bool, safe_mode: b
     if not hasattr(model, "outputs"):
         model = load_model(model, safe_mode=safe_mode)
 
-    export_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=export_dir))
+    try:
+        export_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=export_dir))
+    except OSError as error:
+        _raise_if_storage(error, export_dir)
+        raise
+    # leftovers of killed exports (untouched for an hour: not a concurrent export's)
+    remove_stale(export_dir, r"\.\d+\.[A-Za-z0-9_]{8}\.tmp")
     old = None
     try:
         # mkdtemp makes the directory private (0700); give it the mode any new directory gets,
@@ -328,15 +335,25 @@ def _export_here(model, export_dir: Path, version, overwrite: bool, safe_mode: b
             raise UserError(
                 f"{final} appeared during the export; pass another --version"
             ) from None
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and not final.exists():
             os.replace(old, final)
             old = None
+        if isinstance(error, Exception):
+            _raise_if_storage(error, export_dir)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _raise_if_storage(error: BaseException, export_dir: Path) -> None:
+    """Raise a one-line UserError if ``error`` is a full disk or an unwritable export folder
+    (TensorFlow wraps them in ``ResourceExhaustedError`` / ``PermissionDeniedError``)."""
+    storage = storage_error(error, path=export_dir)
+    if storage is not None:
+        raise UserError(f"cannot export: {storage}") from None
 
 
 def _export_in_subprocess(model_path: Path, export_dir: Path, version, overwrite, safe_mode):
@@ -357,6 +374,7 @@ def _export_in_subprocess(model_path: Path, export_dir: Path, version, overwrite
                 raise UserError(result["error"])
             return Path(result["path"])
     tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+    _raise_if_storage(RuntimeError(tail), export_dir)
     raise RuntimeError(
         f"the TensorFlow export subprocess failed (exit {proc.returncode}):\n{tail}"
     )
