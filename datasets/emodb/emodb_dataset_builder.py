@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 
 from keras_dkd.audio import read_corpus_wav
 from keras_dkd.errors import DatasetError
+from keras_dkd.io import remove_stale
 
 URL = "http://emodb.bilderbar.info/download/download.zip"
 HOMEPAGE = "http://emodb.bilderbar.info/"
@@ -175,6 +176,15 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
     holding the archive's `wav/` folder (535 files such as 03a01Fa.wav), or `download.zip`
     itself.
     """
+
+    def download_and_prepare(self, *args, **kwargs):
+        """TFDS' build, after removing stale ``incomplete.*`` folders of killed builds.
+
+        Only folders nothing was written to for an hour go (:func:`keras_dkd.io.remove_stale`),
+        so a build running concurrently in the same data dir keeps its work in progress.
+        """
+        remove_stale(Path(self.data_path).parent, r"incomplete\.[A-Z0-9]{6}_.+")
+        return super().download_and_prepare(*args, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

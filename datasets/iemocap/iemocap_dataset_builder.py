@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 
 from keras_dkd.audio import read_corpus_wav
 from keras_dkd.errors import DatasetError
+from keras_dkd.io import remove_stale
 
 HOMEPAGE = "https://sail.usc.edu/iemocap/"
 SAMPLE_RATE = 16000
@@ -275,6 +276,15 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
     ]
     DEFAULT_CONFIG_NAME = "improvised"
     MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
+
+    def download_and_prepare(self, *args, **kwargs):
+        """TFDS' build, after removing stale ``incomplete.*`` folders of killed builds.
+
+        Only folders nothing was written to for an hour go (:func:`keras_dkd.io.remove_stale`),
+        so a build running concurrently in the same data dir keeps its work in progress.
+        """
+        remove_stale(Path(self.data_path).parent, r"incomplete\.[A-Z0-9]{6}_.+")
+        return super().download_and_prepare(*args, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
