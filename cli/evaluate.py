@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -13,7 +12,6 @@ from keras_dkd.cli.options import (
     dataset_option,
     inference_batch_option,
     protocol_options,
-    seed_option,
     unsafe_option,
     user_errors,
 )
@@ -57,76 +55,103 @@ def format_metrics(metrics: dict) -> str:
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@dataset_option()
+@dataset_option(required=False)
 @data_options
 @click.option(
     "--split",
     default="test",
     show_default=True,
-    help="test / val: the split `train` makes with the same --protocol, --fold and "
-    "--seed; or a corpus split (speaker03, session1, several joined by +), or "
-    "all.",
+    help="test / val: the split `train` makes with the data options; or a corpus split "
+    "(speaker03, session1, several joined by +), or all.",
 )
-@protocol_options()
-@seed_option("The data seed of the run (for --split test/val).")
+@protocol_options(default_protocol=None)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    metavar="INT",
+    default=None,
+    help="The seed of the splits (for --split test/val) [the run's, else 0].",
+)
 @click.option(
     "--val-fraction",
     type=click.FloatRange(min=0, max=1, max_open=True),
     metavar="FLOAT",
-    default=0.1,
-    show_default=True,
-    help="As given to train (for --split test/val).",
+    default=None,
+    help="As given to train (for --split test/val) [the run's, else 0.1].",
+)
+@click.option(
+    "--allow-overlap",
+    is_flag=True,
+    help="Score a split even if it shares utterances with the training or validation data of "
+    "the model's run (the numbers then measure nothing held out).",
 )
 @inference_batch_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @unsafe_option
 @user_errors
-def evaluate(model, dataset, config_name, split, protocol, fold, as_json, unsafe, **options):
-    """Evaluate a trained MODEL (.keras) on a dataset split, at utterance level."""
-    config_name, fold = check_data_options(dataset, config_name, protocol, fold)
-    _check_split(dataset, split)
-    if split in ("test", "val"):
-        run_options = ("seed", "val_fraction", "max_utterances")
-        _warn_if_not_the_run_split(
-            model,
-            dict(dataset=dataset, config=config_name, protocol=protocol, fold=fold,
-                 **{key: options[key] for key in run_options}),
-        )
-    from keras_dkd import experiments
+def evaluate(model, split, seed, allow_overlap, batch_size, as_json, unsafe, **given):
+    """Evaluate a trained MODEL (.keras) on a dataset split, at utterance level.
 
-    # options: the data options, --seed, --val-fraction and --batch-size.
-    metrics = experiments.evaluate(
-        model,
-        dataset,
-        config=config_name,
-        split=split,
-        protocol=protocol,
-        fold=fold,
-        safe_mode=not unsafe,
-        **options,
-    )
+    A model in a run directory (RUN/student.keras) is evaluated on that run's test split by
+    default: the run's data options are used, and any data option given replaces the run's.
+    A split that shares utterances with the run's training or validation data is refused
+    unless --allow-overlap. A model outside a run directory needs --dataset.
+    """
+    from keras_dkd import evaluation
+
+    found = evaluation.run_of_model(model)
+    data = _data_options(model, found, {k: v for k, v in given.items() if v is not None})
+    _check_split(data.dataset, split)
+    metrics = evaluation.evaluate(model, data, split=split, seed=seed,
+                                  allow_overlap=allow_overlap, safe_mode=not unsafe,
+                                  batch_size=batch_size)
+    if split in ("test", "val") and found is not None:
+        _note_other_split(found, data, seed)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
     else:
         click.echo(format_metrics(metrics))
 
 
-def _warn_if_not_the_run_split(model, given: dict):
+def _data_options(model, found, given: dict):
+    """The data options to evaluate on: the run's, with the given ones replacing theirs."""
+    from keras_dkd.options import DataOptions
+
+    if "config_name" in given:
+        given["config"] = given.pop("config_name")
+    if found is None and "dataset" not in given:
+        raise click.UsageError(
+            f"{model} is not a model of a run directory (no config.json beside it): give "
+            "--dataset and the options it was trained with"
+        )
+    values = {} if found is None else found[1].data.to_dict()
+    if "dataset" in given and given["dataset"] != values.get("dataset"):
+        values = {}  # another corpus: nothing of the run's data options applies
+    if "protocol" in given and given["protocol"] != values.get("protocol"):
+        values["fold"] = None
+    values.update(given)
+    dataset = values.setdefault("dataset", "emodb")
+    protocol = values.get("protocol", "random")
+    config, fold = check_data_options(dataset, values.get("config"), protocol,
+                                      values.get("fold"))
+    values.update(config=config, fold=fold)
+    return DataOptions(**values)
+
+
+def _note_other_split(found, data, seed):
     """Tell the user when --split test/val is not the split the model's run held out."""
-    config_path = Path(model).parent / "config.json"
-    try:
-        options = json.loads(config_path.read_text(encoding="utf-8"))["options"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
+    run, options = found
     differ = [
-        f"--{key.replace('_', '-')} {options.get(key)}"
-        for key, value in given.items()
-        if key in options and options.get(key) != value
+        f"--{key.replace('_', '-')} {value}"
+        for key, value in options.data.to_dict().items()
+        if key not in data.location_fields() and getattr(data, key) != value
     ]
+    if seed is not None and seed != options.seed:
+        differ.append(f"--seed {options.seed}")
     if differ:
         click.echo(
-            f"Note: {config_path} was trained with {', '.join(differ)}; pass the same options "
-            "to evaluate on that run's held-out split.",
+            f"Note: {run.config} was trained with {', '.join(differ)}; leave out the data "
+            "options to evaluate on that run's held-out split.",
             err=True,
         )
 

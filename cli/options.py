@@ -12,13 +12,9 @@ import sys
 
 import click
 
+from keras_dkd.corpora import CORPORA as DATASETS
 from keras_dkd.errors import UserError
-
-#: Corpora with a TFDS builder (kept equal to keras_dkd.corpora.CORPORA by a test; listed here
-#: so that ``--help`` and option parsing do not import TensorFlow Datasets).
-DATASETS = ("iemocap", "emodb")
-VARIANTS = ("dkd", "kd", "tckd", "nckd", "ce", "cnn")
-PROTOCOLS = ("random", "loso")
+from keras_dkd.options import PROTOCOLS, SELECTIONS, VARIANTS
 
 
 def user_errors(func):
@@ -161,7 +157,7 @@ def protocol_options(default_protocol="random", fold_help=None):
             "--protocol",
             type=click.Choice(PROTOCOLS),
             default=default_protocol,
-            show_default=True,
+            show_default=default_protocol is not None,
             help="random: speaker-dependent utterance split (the paper's); loso: "
             "leave one speaker (EmoDB) / session (IEMOCAP) out.",
         ),
@@ -226,7 +222,7 @@ def training_options(func):
         ),
         click.option(
             "--select",
-            type=click.Choice(("best", "last")),
+            type=click.Choice(SELECTIONS),
             default="best",
             show_default=True,
             help="Keep each phase's epoch with the best validation UA, or the last.",
@@ -345,24 +341,10 @@ def fold_index(dataset, fold, param_hint="'--fold'") -> int:
     """``fold`` (an index or a group name) as a 0-based index, or a click usage error."""
     from keras_dkd import corpora
 
-    groups = list(corpora.groups(dataset))
-    text = str(fold).strip()
-    if text in groups:
-        return groups.index(text)
     try:
-        index = int(text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{fold!r} is neither a fold index nor a {dataset} group ({', '.join(groups)})",
-            param_hint=param_hint,
-        ) from None
-    if not 0 <= index < len(groups):
-        raise click.BadParameter(
-            f"{index} is out of range: {dataset} has {len(groups)} groups, so a fold is "
-            f"0-{len(groups) - 1} ({groups[0]} ... {groups[-1]})",
-            param_hint=param_hint,
-        )
-    return index
+        return corpora.fold_index(dataset, fold)
+    except UserError as error:
+        raise click.BadParameter(str(error), param_hint=param_hint) from None
 
 
 def check_unique(values, param_hint):

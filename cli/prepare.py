@@ -20,17 +20,12 @@ def prepare(dataset, config_name, data_dir, manual_dir, cache_dir, max_utterance
     """
     config_name, _ = check_data_options(dataset, config_name)
     from keras_dkd import corpora, data
+    from keras_dkd.options import DataOptions
 
     builder = corpora.prepare(dataset, config_name, data_dir=data_dir, manual_dir=manual_dir)
-    bundle = data.prepare(
-        dataset,
-        config_name,
-        protocol="random",
-        data_dir=data_dir,
-        manual_dir=manual_dir,
-        cache_dir=cache_dir,
-        max_utterances=max_utterances,
-    )
+    options = DataOptions(dataset, config_name, data_dir=data_dir, manual_dir=manual_dir,
+                          cache_dir=cache_dir, max_utterances=max_utterances)
+    bundle = data.prepare(options)
     info = bundle.describe()
     splits = info["splits"]
     counts: dict[str, int] = {}

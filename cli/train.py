@@ -1,4 +1,5 @@
-"""``keras-dkd train``, ``ablate`` and ``cv``: parse, call :mod:`keras_dkd.experiments`, print."""
+"""``keras-dkd train``, ``ablate`` and ``cv``: parse, build the run options, call
+:mod:`keras_dkd.training` / :mod:`keras_dkd.studies`, print."""
 
 from __future__ import annotations
 
@@ -56,8 +57,11 @@ def _command_line() -> str:
 
 
 def _reporting(quiet: bool) -> dict:
-    """The progress and record keyword arguments every experiments entry point takes."""
-    return {"verbose": verbosity(quiet), "on_event": Printer(quiet), "command": _command_line()}
+    """The progress and record keyword arguments of training and studies."""
+    from keras_dkd.training import Progress
+
+    progress = Progress(verbose=verbosity(quiet), on_event=Printer(quiet))
+    return {"progress": progress, "command": _command_line()}
 
 
 def _percent(value) -> str:
@@ -65,7 +69,7 @@ def _percent(value) -> str:
 
 
 class Printer:
-    """Prints one line per stage of :func:`keras_dkd.experiments.train` (the ``on_event`` hook)."""
+    """Prints one line per stage of :func:`keras_dkd.training.train` (the ``on_event`` hook)."""
 
     def __init__(self, quiet: bool, prefix: str = ""):
         self.quiet = quiet
@@ -190,35 +194,26 @@ def print_train_result(result: dict):
 @unsafe_option
 @quiet_option
 @user_errors
-def train(dataset, out, config_name, protocol, fold, variant, teacher, overwrite, unsafe, quiet,
+def train(dataset, out, config_name, protocol, fold, teacher, overwrite, unsafe, quiet,
           **options):
     """Train a CE teacher, then a distilled student, and evaluate both on the test split.
 
     Writes RUN_DIR/config.json, teacher.keras, student.keras, history.csv, metrics.json,
-    confusion.png and TensorBoard logs (logs/). Interrupted (Ctrl-C, kill)? Rerun the same
-    command: it resumes from the last completed epoch.
+    splits.json, confusion.png and TensorBoard logs (logs/). Interrupted (Ctrl-C, kill)? Rerun
+    the same command: it resumes from the last completed epoch.
     """
     config_name, fold = check_data_options(dataset, config_name, protocol, fold)
-    if teacher is not None and variant in ("ce", "cnn"):
+    if teacher is not None and options["variant"] in ("ce", "cnn"):
         raise click.BadParameter(
-            f"--variant {variant} trains without a teacher", param_hint="'--teacher'"
+            f"--variant {options['variant']} trains without a teacher", param_hint="'--teacher'"
         )
-    from keras_dkd import experiments
+    from keras_dkd.options import RunOptions
+    from keras_dkd.training import train as train_run
 
-    # options: the data, training, --beta and --seed options, named as experiments.train's.
-    result = experiments.train(
-        dataset,
-        out,
-        config=config_name,
-        protocol=protocol,
-        fold=fold,
-        variant=variant,
-        teacher=teacher,
-        overwrite=overwrite,
-        safe_mode=not unsafe,
-        **options,
-        **_reporting(quiet),
-    )
+    # options: the data, training, --variant, --beta and --seed options, named as RunOptions'.
+    run = RunOptions.from_flat(dataset=dataset, config=config_name, protocol=protocol, fold=fold,
+                               teacher=teacher, **options)
+    result = train_run(run, out, overwrite=overwrite, safe_mode=not unsafe, **_reporting(quiet))
     print_train_result(result)
 
 
@@ -267,20 +262,14 @@ def ablate(dataset, out, config_name, protocol, fold, seeds, betas, quiet, **opt
     config_name, fold = check_data_options(dataset, config_name, protocol, fold)
     check_unique(seeds, "'--seeds'")
     check_unique(betas, "'--beta'")
-    from keras_dkd import experiments
+    from keras_dkd import reports, studies
+    from keras_dkd.options import RunOptions
 
-    table = experiments.ablate(
-        dataset,
-        out,
-        seeds=seeds or (0, 1, 2),
-        betas=betas or None,
-        config=config_name,
-        protocol=protocol,
-        fold=fold,
-        **options,
-        **_reporting(quiet),
-    )
-    click.echo(experiments.format_ablation(table).rstrip())
+    base = RunOptions.from_flat(dataset=dataset, config=config_name, protocol=protocol, fold=fold,
+                                **options)
+    table = studies.ablate(base, out, seeds=seeds or (0, 1, 2), betas=betas or None,
+                           **_reporting(quiet))
+    click.echo(reports.format_ablation(table).rstrip())
     click.echo(f"\nwritten: {Path(out) / 'table.md'}, table.json, ablation.png")
 
 
@@ -324,10 +313,11 @@ def cv(dataset, out, config_name, folds, quiet, **options):
     if folds:
         fold_list = [fold_index(dataset, f, "'--folds'") for f in folds]
         check_unique(fold_list, "'--folds'")
-    from keras_dkd import experiments
+    from keras_dkd import reports, studies
+    from keras_dkd.options import RunOptions
 
-    report = experiments.cv(
-        dataset, out, folds=fold_list, config=config_name, **options, **_reporting(quiet)
-    )
-    click.echo(experiments.format_cv(report).rstrip())
+    base = RunOptions.from_flat(dataset=dataset, config=config_name, protocol="loso", fold=0,
+                                **options)
+    report = studies.cv(base, out, folds=fold_list, **_reporting(quiet))
+    click.echo(reports.format_cv(report).rstrip())
     click.echo(f"\nwritten: {Path(out) / 'cv.md'}, cv.json")

@@ -36,6 +36,8 @@ from keras_dkd.errors import DatasetError
 CORPORA = ("iemocap", "emodb")
 #: The config used when none is given.
 DEFAULT_CONFIG = {"iemocap": "improvised", "emodb": "four_class"}
+#: What one group (TFDS split, LOSO fold) of each corpus is.
+GROUP_UNITS = {"iemocap": "session", "emodb": "speaker"}
 
 _MODULES = {name: f"keras_dkd.datasets.{name}.{name}_dataset_builder" for name in CORPORA}
 _TITLES = {"iemocap": "IEMOCAP", "emodb": "EmoDB"}
@@ -109,6 +111,64 @@ def groups(name: str) -> list[str]:
     return list(_module(name).SPLITS)
 
 
+def group_unit(name: str) -> str:
+    """What a group of corpus ``name`` is: ``"session"`` (IEMOCAP), ``"speaker"`` (EmoDB), or
+    ``"group"`` for any other name."""
+    return GROUP_UNITS.get(name, "group")
+
+
+def fold_group(fold, group_names) -> str:
+    """The held-out group of a leave-one-group-out fold: the one parser of folds.
+
+    Args:
+        fold: a 0-based index into ``group_names`` (an int, or its digits as text) or a group
+            name.
+        group_names: the groups in fold order.
+
+    Returns:
+        The group name.
+
+    Raises:
+        UserError: an unknown name, an index out of range, or another type, listing the folds.
+
+    Example:
+        >>> fold_group("1", ["speaker03", "speaker08"]), fold_group("speaker03", ["speaker03"])
+        ('speaker08', 'speaker03')
+    """
+    from keras_dkd.errors import UserError
+
+    group_names = list(group_names)
+    listing = ", ".join(f"{i}={g}" for i, g in enumerate(group_names))
+    if fold is None:
+        raise UserError(f"a fold is needed: a 0-based index or a group name ({listing})")
+    if isinstance(fold, str):
+        text = fold.strip()
+        if text in group_names:
+            return text
+        if not text.lstrip("-").isdigit():
+            raise UserError(f"unknown fold {fold!r}: use a 0-based index or a group ({listing})")
+        fold = int(text)
+    if isinstance(fold, bool) or not hasattr(fold, "__index__"):
+        raise UserError(f"fold must be an integer or a group name, got {fold!r}")
+    if not 0 <= int(fold) < len(group_names):
+        raise UserError(
+            f"fold {int(fold)} is out of range: folds are 0-based, 0..{len(group_names) - 1} "
+            f"({listing})"
+        )
+    return group_names[int(fold)]
+
+
+def fold_index(name: str, fold) -> int:
+    """``fold`` (an index or a group name of corpus ``name``) as a 0-based index.
+
+    Example:
+        >>> fold_index("emodb", "speaker08")
+        1
+    """
+    group_names = groups(name)
+    return group_names.index(fold_group(fold, group_names))
+
+
 def builder(name: str, config: str | None = None, data_dir=None):
     """The TFDS builder of ``name``/``config`` in ``data_dir`` (built or not; see :func:`prepare`).
 
@@ -169,6 +229,11 @@ def prepare(name: str, config: str | None = None, data_dir=None, manual_dir=None
             raise
         raise _manual_dir_error(name, manual, "is missing or empty") from error
     except OSError as error:
+        from keras_dkd.errors import storage_error
+
+        storage = storage_error(error, path=b.data_dir)
+        if storage is not None:
+            raise storage from error
         if manual is not None:
             raise
         url = _module(name).URL

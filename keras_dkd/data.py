@@ -1,18 +1,21 @@
-"""From TFDS utterances to cached log filter-bank segments and tf.data batches.
+"""From TFDS utterances to cached log filter-bank segments, split by protocol.
 
 :func:`prepare` is the one call a training script needs::
 
-    bundle = prepare("emodb", protocol="loso", fold=0)
-    model.fit(bundle.train, epochs=50, shuffle=False)     # segments, hop 1 s, shuffled
-    evaluate_model(model, bundle.test, bundle.class_names)  # utterances, hop 0.4 s
+    bundle = prepare(DataOptions("emodb", protocol="loso", fold=0), seed=0)
+    batches = EpochBatches(bundle.train_set.segments, bundle.train_set.segment_labels, 32,
+                           seed=[0, 0])                          # keras_dkd.batches
+    evaluate_model(model, bundle.test, bundle.class_names)       # utterances, hop 0.4 s
 
 It is three steps, each usable on its own:
 
 1. :func:`load_utterances`: a thin TFDS adapter turning ``corpora.load`` into a list of
    :class:`Utterance` records (int16 audio, label, id, speaker, group = the TFDS split).
 2. :func:`prepare_utterances`: everything else, on plain records (no TFDS needed): the protocol
-   split, the validation split, features (cached), normalisation statistics and datasets.
-3. :class:`DataBundle`: what comes out.
+   split, the validation split, features (cached) and normalisation statistics.
+3. :class:`DataBundle`: what comes out; :mod:`keras_dkd.bundles` keeps it in one ``.npz``, and
+   ``DataOptions(bundle_dir=...)`` makes :func:`prepare` read it from there, so a machine without
+   TensorFlow can train on data prepared elsewhere.
 
 **Protocols.**
 
@@ -30,11 +33,10 @@ least one training speaker), so that validation is speaker-independent like the 
 without speakers fall back to the stratified fraction. ``val_fraction=0`` gives no validation set
 (``bundle.val`` is None).
 
-**Segments.** Training uses 2-s segments with a 1-s hop (``bundle.train``: shuffled with the seed,
-reshuffled every epoch, batched, prefetched); validation and test keep each utterance's segments
-at a 0.4-s hop together (:class:`UtteranceSet`). Utterances shorter than 2 s are zero-padded to
-one segment; ``drop_short=True`` drops utterances of 2 s or less (Head Fusion), and
-``describe()`` counts them.
+**Segments.** Training uses 2-s segments with a 1-s hop (``bundle.train_set``); validation and
+test keep each utterance's segments at a 0.4-s hop together (:class:`UtteranceSet`). Utterances
+shorter than 2 s are zero-padded to one segment; ``drop_short=True`` drops utterances of 2 s or
+less (Head Fusion), and ``describe()`` counts them.
 
 **Cache.** Features are computed once per (corpus, config, TFDS split, hop) and stored on disk by
 :class:`keras_dkd.cache.FeatureCache`: a second run recomputes nothing, and a change of parameters
@@ -50,7 +52,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,12 +59,11 @@ import numpy as np
 from keras_dkd import features as F
 from keras_dkd.cache import FeatureCache, cache_stats, reset_cache_stats
 from keras_dkd.errors import UserError
+from keras_dkd.options import DataOptions
 
-PROTOCOLS = ("random", "loso")
 TEST_FRACTION = 0.2
 
 __all__ = [
-    "PROTOCOLS",
     "DataBundle",
     "Utterance",
     "UtteranceSet",
@@ -72,7 +72,6 @@ __all__ = [
     "prepare",
     "prepare_utterances",
     "reset_cache_stats",
-    "train_dataset",
     "utterance_set",
 ]
 
@@ -173,40 +172,39 @@ class UtteranceSet:
 
 @dataclasses.dataclass
 class DataBundle:
-    """What :func:`prepare` returns.
+    """What :func:`prepare` returns: the three splits of one protocol, fold and split seed.
 
     Attributes:
         class_names: class names in class-id order.
-        train: ``tf.data.Dataset`` of ``(features (B, 197, 40) float32, labels (B,) int32)``:
-            training segments (hop 1 s), shuffled with the seed (reshuffled every epoch),
-            batched, prefetched. Works as ``fit()`` input on every backend; pass
-            ``shuffle=False`` to ``fit()`` (it is shuffled already; Keras warns otherwise).
+        train_set: the training utterances as an :class:`UtteranceSet` (2-s segments at a 1-s
+            hop); training batches come from :class:`keras_dkd.batches.EpochBatches` over them.
         val: :class:`UtteranceSet` (hop 0.4 s) carved from the training data, or None when
             ``val_fraction`` is 0.
         test: :class:`UtteranceSet` (hop 0.4 s).
         normalization: ``(mean, variance)``, float32 arrays of shape (40,) over the training
             segments, or None (``normalize=False``).
-        train_set: the training utterances as an :class:`UtteranceSet` (hop 1 s), e.g. for
-            counting or for training on NumPy arrays.
         info: the facts :meth:`describe` returns.
     """
 
     class_names: list[str]
-    train: object
+    train_set: UtteranceSet
     val: UtteranceSet | None
     test: UtteranceSet
     normalization: tuple[np.ndarray, np.ndarray] | None
-    train_set: UtteranceSet
     info: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return int(math.ceil(self.train_set.n_segments / max(self.info.get("batch_size", 1), 1)))
 
     def describe(self) -> dict:
         """A JSON-serialisable description: dataset, protocol, fold and groups, seeds, feature
         parameters, utterance/segment/class counts per split, cache use."""
         return json.loads(json.dumps(self.info))
+
+    def utterance_ids(self) -> dict[str, list[str]]:
+        """The utterance ids of each split: ``{"train", "val", "test"}`` (val may be empty)."""
+        return {
+            "train": list(self.train_set.utterance_ids),
+            "val": list(self.val.utterance_ids) if self.val is not None else [],
+            "test": list(self.test.utterance_ids),
+        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,152 +268,86 @@ def _dataset_version(dataset: str, config: str | None, data_dir) -> str:
 # Public entry points
 
 
-def prepare(
-    dataset: str,
-    config: str | None = None,
-    protocol: str = "random",
-    fold=None,
-    seed: int = 0,
-    batch_size: int = 32,
-    val_fraction: float = 0.1,
-    normalize: bool = False,
-    data_dir=None,
-    manual_dir=None,
-    cache_dir=None,
-    max_utterances: int | None = None,
-    *,
-    drop_short: bool = False,
-    train_hop: float = F.TRAIN_HOP_SECONDS,
-    eval_hop: float = F.EVAL_HOP_SECONDS,
-    split_seed: int | None = None,
-) -> DataBundle:
-    """Load a corpus, split it by protocol, compute (or load cached) features, build datasets.
+def prepare(options: DataOptions, seed: int = 0) -> DataBundle:
+    """Load a corpus, split it by protocol, compute (or load cached) features.
+
+    With ``options.bundle_dir`` set, the bundle saved there by
+    :func:`keras_dkd.bundles.save_bundle` for these options and seed is loaded instead (no TFDS,
+    no TensorFlow).
 
     Args:
-        dataset: ``"iemocap"`` or ``"emodb"``.
-        config: the corpus config (None: ``corpora.DEFAULT_CONFIG``).
-        protocol: ``"random"`` (seeded 80/20 utterance split) or ``"loso"`` (leave one group
-            out).
-        fold: for ``"loso"``: the 0-based index of the test group in ``corpora.groups(dataset)``
-            or its name (``"session1"``, ``"speaker03"``); must be None for ``"random"``.
-        seed: shuffling seed, and the split seed unless ``split_seed`` is given.
-        batch_size: training batch size.
-        val_fraction: share of the training utterances held out for validation (0: none).
-        normalize: compute per-filter ``(mean, variance)`` over the training segments.
-        data_dir: the TFDS data directory (None: :func:`keras_dkd.paths.data_dir`).
-        manual_dir: the raw corpus, read only when the TFDS dataset must be built.
-        cache_dir: the feature cache (None: :func:`keras_dkd.paths.cache_dir`).
-        max_utterances: keep a seeded subset of this many utterances, stratified by group and
-            class (for quick runs); None keeps all.
-        drop_short: drop utterances of 2 s or less (Head Fusion) instead of zero-padding.
-        train_hop: hop of the training segments in seconds.
-        eval_hop: hop of the validation and test segments in seconds.
-        split_seed: seed of the subset, test and validation splits (None: ``seed``), so that
-            several training seeds can share one split.
+        options: the :class:`keras_dkd.options.DataOptions` (corpus, config, protocol, fold,
+            validation, features, subset, locations).
+        seed: the run's seed; the seed of the splits unless ``options.split_seed`` is given.
 
     Returns:
         A :class:`DataBundle`.
 
     Raises:
-        UserError: a bad protocol, fold, fraction or batch size.
+        UserError: a fold out of range, an empty split, a missing bundle.
         DatasetError: the corpus cannot be found or built (from :mod:`keras_dkd.corpora`).
 
     Example:
-        >>> bundle = prepare("emodb", protocol="loso", fold="speaker03")   # doctest: +SKIP
-        >>> bundle.describe()["test_group"]                                # doctest: +SKIP
+        >>> from keras_dkd.options import DataOptions
+        >>> options = DataOptions("emodb", protocol="loso", fold="speaker03")
+        >>> prepare(options).describe()["test_group"]                      # doctest: +SKIP
         'speaker03'
     """
     from keras_dkd import corpora
 
-    _check_options(protocol, batch_size, val_fraction, max_utterances)
-    config = corpora.DEFAULT_CONFIG.get(dataset) if config is None else config
-    class_names = corpora.class_names(dataset, config)
-    groups = corpora.groups(dataset)
-    _check_fold(protocol, fold, groups)  # fail before loading anything
-    records = load_utterances(dataset, config, groups, data_dir=data_dir, manual_dir=manual_dir)
+    if options.bundle_dir is not None:
+        from keras_dkd.bundles import bundle_path, load_bundle
+
+        return load_bundle(bundle_path(options, seed), expect=options, seed=seed)
+    class_names = corpora.class_names(options.dataset, options.config)
+    groups = corpora.groups(options.dataset)
+    records = load_utterances(options.dataset, options.config, groups,
+                              data_dir=options.data_dir, manual_dir=options.manual_dir)
     return prepare_utterances(
-        records,
-        class_names,
-        protocol=protocol,
-        fold=fold,
-        seed=seed,
-        batch_size=batch_size,
-        val_fraction=val_fraction,
-        normalize=normalize,
-        cache_dir=cache_dir,
-        max_utterances=max_utterances,
-        drop_short=drop_short,
-        train_hop=train_hop,
-        eval_hop=eval_hop,
-        split_seed=split_seed,
-        groups=groups,
-        dataset=dataset,
-        config=config,
-        version=_dataset_version(dataset, config, data_dir),
+        records, class_names, options, seed, groups=groups,
+        version=_dataset_version(options.dataset, options.config, options.data_dir),
     )
 
 
-def utterance_set(
-    dataset: str,
-    config: str | None = None,
-    split=None,
-    hop_seconds: float = F.EVAL_HOP_SECONDS,
-    max_utterances: int | None = None,
-    seed: int = 0,
-    drop_short: bool = False,
-    data_dir=None,
-    manual_dir=None,
-    cache_dir=None,
-):
+def utterance_set(options: DataOptions, split=None, *, seed: int = 0):
     """The utterances of TFDS splits as one evaluation :class:`UtteranceSet` (cached features).
 
     Args:
-        dataset, config, data_dir, manual_dir, cache_dir, drop_short: as in :func:`prepare`.
+        options: the corpus, config, ``max_utterances``, ``drop_short``, ``eval_hop`` and
+            locations (the protocol and fold are not used).
         split: a group name (``"session5"``), several joined by ``+`` or in a list, or None for
             the whole corpus.
-        hop_seconds: the segment hop (0.4 s, the evaluation hop).
-        max_utterances, seed: a seeded stratified subset, as in :func:`prepare`.
+        seed: the seed of the ``max_utterances`` subset (``options.split_seed`` wins).
 
     Returns:
         ``(utterance_set, class_names)``.
 
     Example:
-        >>> test, classes = utterance_set("iemocap", split="session5")   # doctest: +SKIP
+        >>> test, classes = utterance_set(DataOptions("iemocap"), "session5")  # doctest: +SKIP
     """
     from keras_dkd import corpora
 
-    _check_options("random", 1, 0.0, max_utterances)
-    config = corpora.DEFAULT_CONFIG.get(dataset) if config is None else config
-    class_names = corpora.class_names(dataset, config)
-    records = load_utterances(dataset, config, split, data_dir=data_dir, manual_dir=manual_dir)
-    if max_utterances is not None:
-        records = [records[i] for i in _subset(records, max_utterances, seed)]
-    cache = FeatureCache(cache_dir, dataset, config,
-                          _dataset_version(dataset, config, data_dir), drop_short)
-    per_utt = cache.segments(records, [hop_seconds])[0]
-    result = _assemble(records, range(len(records)), per_utt, class_names, hop_seconds)
+    class_names = corpora.class_names(options.dataset, options.config)
+    records = load_utterances(options.dataset, options.config, split,
+                              data_dir=options.data_dir, manual_dir=options.manual_dir)
+    if options.max_utterances is not None:
+        subset_seed = options.resolved_split_seed(seed)
+        records = [records[i] for i in _subset(records, options.max_utterances, subset_seed)]
+    cache = FeatureCache(options.cache_dir, options.dataset, options.config,
+                         _dataset_version(options.dataset, options.config, options.data_dir),
+                         options.drop_short)
+    per_utt = cache.segments(records, [options.eval_hop])[0]
+    result = _assemble(records, range(len(records)), per_utt, class_names, options.eval_hop)
     return result, class_names
 
 
 def prepare_utterances(
     records: Sequence[Utterance],
     class_names: Sequence[str],
-    *,
-    protocol: str = "random",
-    fold=None,
+    options: DataOptions,
     seed: int = 0,
-    batch_size: int = 32,
-    val_fraction: float = 0.1,
-    normalize: bool = False,
-    cache_dir=None,
-    max_utterances: int | None = None,
-    drop_short: bool = False,
-    train_hop: float = F.TRAIN_HOP_SECONDS,
-    eval_hop: float = F.EVAL_HOP_SECONDS,
-    split_seed: int | None = None,
+    *,
     groups: Sequence[str] | None = None,
-    dataset: str = "records",
-    config: str | None = None,
     version: str = "",
 ) -> DataBundle:
     """:func:`prepare` on plain :class:`Utterance` records (no TFDS involved).
@@ -424,15 +356,81 @@ def prepare_utterances(
         records: the corpus' utterances; ``record.group`` names the LOSO groups and the cache
             units.
         class_names: class names in class-id order.
-        groups: the group order for ``fold`` indices (None: order of first appearance).
-        dataset, config, version: names for the cache key and the description.
-        Others: as in :func:`prepare`.
+        options: the data options (``options.dataset`` and ``config`` name the cache entries).
+        seed: as in :func:`prepare`.
+        groups: the group order for fold indices (None: order of first appearance).
+        version: the corpus version, for the cache key and the description.
 
     Returns:
         A :class:`DataBundle`.
     """
-    _check_options(protocol, batch_size, val_fraction, max_utterances)
     class_names = [str(c) for c in class_names]
+    records = _checked_records(records, class_names, options.dataset)
+    if groups is None:
+        groups = list(dict.fromkeys(r.group for r in records))
+    groups = list(groups)
+    split_seed = options.resolved_split_seed(seed)
+
+    subset_size = None
+    if options.max_utterances is not None and options.max_utterances < len(records):
+        records = [records[i] for i in _subset(records, options.max_utterances, split_seed)]
+        subset_size = len(records)
+
+    train_idx, test_idx, test_group = _test_split(records, options, groups, split_seed,
+                                                  subset_size)
+    train_idx, val_idx, val_speakers = _validation_split(
+        records, train_idx, options.protocol, options.val_fraction, split_seed
+    )
+
+    cache = FeatureCache(options.cache_dir, options.dataset, options.config, version,
+                         options.drop_short)
+    stats_before = cache_stats()
+    train_hop, eval_hop = options.train_hop, options.eval_hop
+    train_seg, eval_seg = cache.segments(records, [train_hop, eval_hop])
+    stats_after = cache_stats()
+
+    train_set = _assemble(records, train_idx, train_seg, class_names, train_hop)
+    val_set = _assemble(records, val_idx, eval_seg, class_names, eval_hop) if val_idx else None
+    test_set = _assemble(records, test_idx, eval_seg, class_names, eval_hop)
+    if train_set.n_segments == 0:
+        raise UserError(f"{options.dataset}: the training utterances give no segment "
+                        "(all are too short with drop_short)")
+    normalization = normalization_stats(train_set.segments) if options.normalize else None
+    splits = {"train": (train_idx, train_set), "val": (val_idx, val_set),
+              "test": (test_idx, test_set)}
+    info = {
+        **{k: v for k, v in options.to_dict().items() if k not in options.location_fields()},
+        "version": version,
+        "fold": options.fold,
+        "fold_index": groups.index(test_group) if test_group is not None else None,
+        "test_group": test_group,
+        "test_groups": [test_group] if test_group is not None else sorted(
+            {records[i].group for i in test_idx}),
+        "train_groups": sorted({records[i].group for i in train_idx}),
+        "val_speakers": val_speakers,
+        "seed": int(seed),
+        "split_seed": split_seed,
+        "test_fraction": TEST_FRACTION if options.protocol == "random" else None,
+        "subset_utterances": subset_size,
+        "dropped_utterances": {name: len(idx) - part.n_utterances
+                               for name, (idx, part) in splits.items() if part is not None},
+        "class_names": class_names,
+        "features": {**F.FEATURE_PARAMS, "segment_seconds": F.SEGMENT_SECONDS,
+                     "segment_frames": F.SEGMENT_FRAMES},
+        "splits": {name: part.describe() if part is not None else None
+                   for name, (_, part) in splits.items()},
+        "cache": {
+            "dir": str(cache.root),
+            "computed_utterances": stats_after["computed_utterances"]
+            - stats_before["computed_utterances"],
+            "loaded_entries": stats_after["loaded_entries"] - stats_before["loaded_entries"],
+        },
+    }
+    return DataBundle(class_names=class_names, train_set=train_set, val=val_set, test=test_set,
+                      normalization=normalization, info=info)
+
+
+def _checked_records(records, class_names, dataset) -> list[Utterance]:
     records = list(records)
     if not records:
         raise UserError(f"{dataset}: no utterances to prepare")
@@ -443,150 +441,29 @@ def prepare_utterances(
     ids = [r.utterance_id for r in records]
     if len(set(ids)) != len(ids):
         raise UserError(f"{dataset}: utterance ids are not unique")
-    if groups is None:
-        groups = list(dict.fromkeys(r.group for r in records))
-    groups = list(groups)
-    split_seed = seed if split_seed is None else int(split_seed)
+    return records
 
-    subset_size = None
-    if max_utterances is not None and max_utterances < len(records):
-        records = [records[i] for i in _subset(records, max_utterances, split_seed)]
-        subset_size = len(records)
 
-    _check_fold(protocol, fold, groups)
-    test_group = None
-    if protocol == "random":
+def _test_split(records, options: DataOptions, groups, split_seed, subset_size):
+    """``(train positions, test positions, test group or None)`` of the protocol."""
+    from keras_dkd.corpora import fold_group
+
+    if options.protocol == "random":
         train_idx, test_idx = _random_split(records, split_seed)
-    else:
-        test_group = _fold_group(fold, groups)
-        test_idx = [i for i, r in enumerate(records) if r.group == test_group]
-        train_idx = [i for i, r in enumerate(records) if r.group != test_group]
-        if not test_idx:
-            raise UserError(f"fold {fold!r}: group {test_group} holds no utterances"
-                            + (" in the subset; raise max_utterances" if subset_size else ""))
+        return train_idx, test_idx, None
+    test_group = fold_group(options.fold, groups)
+    test_idx = [i for i, r in enumerate(records) if r.group == test_group]
+    train_idx = [i for i, r in enumerate(records) if r.group != test_group]
+    if not test_idx:
+        raise UserError(f"fold {options.fold!r}: group {test_group} holds no utterances"
+                        + (" in the subset; raise max_utterances" if subset_size else ""))
     if not train_idx:
-        raise UserError(f"{dataset}: no training utterances left; raise max_utterances")
-    train_idx, val_idx, val_speakers = _validation_split(
-        records, train_idx, protocol, val_fraction, split_seed
-    )
-
-    cache = FeatureCache(cache_dir, dataset, config, version, drop_short)
-    stats_before = cache_stats()
-    hops = [float(train_hop), float(eval_hop)]
-    train_seg, eval_seg = cache.segments(records, hops)
-    stats_after = cache_stats()
-
-    train_set = _assemble(records, train_idx, train_seg, class_names, train_hop)
-    val_set = _assemble(records, val_idx, eval_seg, class_names, eval_hop) if val_idx else None
-    test_set = _assemble(records, test_idx, eval_seg, class_names, eval_hop)
-    if train_set.n_segments == 0:
-        raise UserError(f"{dataset}: the training utterances give no segment "
-                        "(all are too short with drop_short)")
-
-    normalization = None
-    if normalize:
-        normalization = normalization_stats(train_set.segments)
-
-    dropped = {
-        name: len(idx) - s.n_utterances
-        for name, idx, s in (("train", train_idx, train_set), ("val", val_idx, val_set),
-                             ("test", test_idx, test_set)) if s is not None
-    }
-    info = {
-        "dataset": dataset,
-        "config": config,
-        "version": version,
-        "protocol": protocol,
-        "fold": fold if fold is None or isinstance(fold, str) else int(fold),
-        "fold_index": groups.index(test_group) if test_group is not None else None,
-        "test_group": test_group,
-        "test_groups": [test_group] if test_group is not None else sorted(
-            {records[i].group for i in test_idx}),
-        "train_groups": sorted({records[i].group for i in train_idx}),
-        "val_speakers": val_speakers,
-        "seed": int(seed),
-        "split_seed": split_seed,
-        "val_fraction": float(val_fraction),
-        "test_fraction": TEST_FRACTION if protocol == "random" else None,
-        "max_utterances": None if max_utterances is None else int(max_utterances),
-        "subset_utterances": subset_size,
-        "batch_size": int(batch_size),
-        "normalize": bool(normalize),
-        "drop_short": bool(drop_short),
-        "dropped_utterances": dropped,
-        "class_names": class_names,
-        "features": {**F.FEATURE_PARAMS, "segment_seconds": F.SEGMENT_SECONDS,
-                     "segment_frames": F.SEGMENT_FRAMES, "train_hop": float(train_hop),
-                     "eval_hop": float(eval_hop)},
-        "splits": {
-            "train": train_set.describe(),
-            "val": val_set.describe() if val_set is not None else None,
-            "test": test_set.describe(),
-        },
-        "cache": {
-            "dir": str(cache.root),
-            "computed_utterances": stats_after["computed_utterances"]
-            - stats_before["computed_utterances"],
-            "loaded_entries": stats_after["loaded_entries"] - stats_before["loaded_entries"],
-        },
-    }
-    bundle = DataBundle(
-        class_names=class_names,
-        train=train_dataset(train_set.segments, train_set.segment_labels, batch_size, seed),
-        val=val_set,
-        test=test_set,
-        normalization=normalization,
-        train_set=train_set,
-        info=info,
-    )
-    return bundle
+        raise UserError(f"{options.dataset}: no training utterances left; raise max_utterances")
+    return train_idx, test_idx, test_group
 
 
 # ----------------------------------------------------------------------------------------------
 # Splits
-
-
-def _check_options(protocol, batch_size, val_fraction, max_utterances) -> None:
-    if protocol not in PROTOCOLS:
-        raise UserError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise UserError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    if max_utterances is not None and (
-        not isinstance(max_utterances, int | np.integer) or max_utterances < 2
-    ):
-        raise UserError(f"max_utterances must be an integer >= 2 or None, got {max_utterances!r}")
-
-
-def _check_fold(protocol: str, fold, groups: Sequence[str]) -> None:
-    if protocol == "random" and fold is not None:
-        raise UserError("fold applies to protocol 'loso' only; leave it out for 'random'")
-    if protocol == "loso":
-        _fold_group(fold, groups)
-
-
-def _fold_group(fold, groups: Sequence[str]) -> str:
-    """The test group of a LOSO fold: a 0-based index into ``groups`` or a group name."""
-    listing = ", ".join(f"{i}={g}" for i, g in enumerate(groups))
-    if fold is None:
-        raise UserError(
-            f"protocol 'loso' needs a fold: a 0-based index or a group name ({listing})"
-        )
-    if isinstance(fold, str):
-        if fold in groups:
-            return fold
-        if fold.strip().lstrip("-").isdigit():
-            fold = int(fold)
-        else:
-            raise UserError(f"unknown fold {fold!r}: use a 0-based index or a group ({listing})")
-    if isinstance(fold, bool) or not isinstance(fold, int | np.integer):
-        raise UserError(f"fold must be an int or a group name, got {fold!r}")
-    if not 0 <= int(fold) < len(groups):
-        raise UserError(
-            f"fold {fold} is out of range: folds are 0-based, 0..{len(groups) - 1} ({listing})"
-        )
-    return groups[int(fold)]
 
 
 def _rng(seed: int, purpose: str) -> np.random.Generator:
@@ -715,45 +592,3 @@ def normalization_stats(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         var += np.square(chunk - mean).sum(axis=0)
     var /= count
     return mean.astype(np.float32), var.astype(np.float32)
-
-
-# ----------------------------------------------------------------------------------------------
-# tf.data
-
-
-def train_dataset(segments: np.ndarray, labels: np.ndarray, batch_size: int = 32, seed: int = 0):
-    """Shuffled, batched, prefetched ``tf.data`` of ``(features, labels)`` for ``fit()``.
-
-    Shuffles indices (not the 31-KB segments), reshuffles every epoch with an order fixed by
-    ``seed``, gathers each batch in one op, and prefetches. Works as ``fit()`` input on every
-    Keras backend.
-
-    Args:
-        segments: float32 ``(n, 197, 40)``.
-        labels: int ``(n,)``.
-        batch_size: batch size (the last batch may be smaller).
-        seed: shuffle seed.
-
-    Returns:
-        ``tf.data.Dataset`` of ``(float32 (B, 197, 40), int32 (B,))``.
-    """
-    import tensorflow as tf
-
-    segments = np.ascontiguousarray(segments, dtype=np.float32)
-    labels = np.asarray(labels, dtype=np.int32)
-    if len(segments) != len(labels):
-        raise ValueError(f"{len(segments)} segments but {len(labels)} labels")
-    n = len(segments)
-    x = tf.constant(segments)
-    y = tf.constant(labels)
-
-    def gather(index):
-        return tf.gather(x, index), tf.gather(y, index)
-
-    ds = tf.data.Dataset.range(n).shuffle(
-        max(n, 1), seed=int(seed) & 0x7FFFFFFF, reshuffle_each_iteration=True
-    )
-    ds = ds.batch(int(batch_size)).map(gather, num_parallel_calls=tf.data.AUTOTUNE,
-                                       deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
-

@@ -26,17 +26,17 @@ import numpy as np
 
 from keras_dkd.errors import UserError
 from keras_dkd.layers import ConvBlock, GlobalAveragePool, HeadFusion, Logits, ParallelConvBlock
+from keras_dkd.options import ARCHITECTURES
 
 __all__ = [
     "DEFAULT_CLASS_NAMES",
     "INPUT_SHAPE",
-    "VARIANTS",
+    "ARCHITECTURES",
     "build_model",
     "get_class_names",
     "recommended_jit_compile",
 ]
 
-VARIANTS = ("cnn_mha", "cnn")
 DEFAULT_CLASS_NAMES = ["neutral", "happy", "angry", "sad"]
 INPUT_SHAPE = (197, 40)  # (time frames, log filter-bank filters) of a 2-s segment
 
@@ -119,8 +119,8 @@ def build_model(
         >>> sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         155636
     """
-    if variant not in VARIANTS:
-        raise UserError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if variant not in ARCHITECTURES:
+        raise UserError(f"unknown variant {variant!r}; choose one of {', '.join(ARCHITECTURES)}")
     names = _class_names(num_classes, class_names)
 
     inputs = keras.Input(shape=INPUT_SHAPE, name="features")

@@ -23,7 +23,6 @@ DEMO_EPOCHS=${DEMO_EPOCHS:-20}
 # DKD's warm-up (20 of the paper's 50 epochs), scaled to the demo's epochs.
 WARMUP=$(( DEMO_EPOCHS * 2 / 5 ))
 FOLD=${DEMO_FOLD:-speaker03}
-# The run's options: evaluate needs the same ones to rebuild the same test split.
 DATA=(--dataset emodb --protocol loso --fold "$FOLD")
 
 start=$(date +%s)
@@ -39,7 +38,8 @@ step "2. train: CE teacher, then DKD student -> $DEMO_DIR"
 keras-dkd train "${DATA[@]}" --epochs "$DEMO_EPOCHS" --warmup-epochs "$WARMUP" --out "$DEMO_DIR"
 
 step "3. evaluate the student on the held-out speaker"
-keras-dkd evaluate "$DEMO_DIR/student.keras" "${DATA[@]}"
+# A model in a run directory is evaluated on that run's held-out split by default.
+keras-dkd evaluate "$DEMO_DIR/student.keras"
 
 step "   predict a few files"
 if [ -n "${KERAS_DKD_EMODB_DIR:-}" ]; then

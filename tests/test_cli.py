@@ -55,10 +55,10 @@ def trained_run(emodb_data, tmp_path_factory):
 
 @pytest.mark.once
 def test_dataset_and_variant_choices_match_the_library():
-    from keras_dkd import corpora, experiments
+    from keras_dkd import corpora, options
 
     assert tuple(DATASETS) == tuple(corpora.CORPORA)
-    assert tuple(VARIANTS) == tuple(experiments.VARIANTS)
+    assert tuple(VARIANTS) == tuple(options.VARIANTS)
 
 
 @pytest.mark.once
@@ -285,13 +285,63 @@ def test_evaluate_prints_metrics_and_json(trained_run, emodb_data):
         **json.loads((out / "metrics.json").read_text())["student"],
         **{k: metrics[k] for k in ("split", "dataset", "model")},
     }
+    # a corpus split holding training utterances of the run is refused, unless allowed
     result = invoke("evaluate", model, "--dataset", "emodb", "--split", "speaker03", *common)
+    assert result.exit_code == 1 and "--allow-overlap" in result.output
+    result = invoke(
+        "evaluate", model, "--dataset", "emodb", "--split", "speaker03", "--allow-overlap", *common
+    )
     assert result.exit_code == 0, result.output
     assert "WA" in result.output and "confusion" in result.output
     # --split test with another seed than the run's is not its held-out split: a note says so
-    result = invoke("evaluate", model, "--dataset", "emodb", "--seed", "3", *common)
+    result = invoke(
+        "evaluate", model, "--dataset", "emodb", "--seed", "3", "--allow-overlap", *common
+    )
     assert result.exit_code == 0, result.output
     assert "was trained with --seed 0" in result.stderr
+
+
+@pytest.mark.once
+def test_evaluate_of_a_run_model_scores_its_test_split_and_refuses_training_data(
+    emodb_data, tmp_path
+):
+    """A LOSO run: evaluate with no data options reproduces metrics.json; another fold, whose
+    test speaker the model was trained on, is refused with one line naming the overlap."""
+    out = tmp_path / "loso"
+    result = invoke(
+        "train", "--dataset", "emodb", "--protocol", "loso", "--fold", "speaker03", "--variant",
+        "ce", "--out", out, "--max-utterances", "40", "--epochs", "1", "--batch-size", "16",
+        "--quiet", *emodb_data,
+    )
+    assert result.exit_code == 0, result.output
+    model = out / "student.keras"
+    result = invoke("evaluate", model, "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    student = json.loads((out / "metrics.json").read_text())["student"]
+    assert {k: metrics[k] for k in student} == student
+    assert metrics["dataset"] == "emodb/four_class" and metrics["split"] == "test"
+
+    refused = CliRunner().invoke(cli, ["evaluate", str(model), "--fold", "speaker08"])
+    assert refused.exit_code == 1
+    assert refused.output.startswith("Error: ") and "Traceback" not in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+    assert "shares" in refused.output and str(out) in refused.output
+    assert "--allow-overlap" in refused.output
+
+    # the library refuses alike; a model outside a run directory needs data options
+    import dataclasses
+
+    from keras_dkd import evaluation
+    from keras_dkd.errors import UserError
+
+    run_data = evaluation.run_of_model(model)[1].data
+    with pytest.raises(UserError, match="shares"):
+        evaluation.evaluate(model, dataclasses.replace(run_data, fold=1), seed=0)
+    loose = tmp_path / "loose.keras"
+    loose.write_bytes(model.read_bytes())
+    result = invoke("evaluate", loose)
+    assert result.exit_code == 2 and "--dataset" in result.output
 
 
 @pytest.mark.once

@@ -1,4 +1,4 @@
-"""keras_dkd.data: protocols, validation carving, the feature cache and the tf.data pipeline.
+"""keras_dkd.data: protocols, validation carving, the feature cache and saved bundles.
 
 Most tests run on small in-memory utterance lists (prepare_utterances, no TFDS); one group runs
 data.prepare on the real EmoDB, built into a temporary TFDS data directory.
@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_dkd import data, features
+from keras_dkd import bundles, data, features
 from keras_dkd.errors import UserError
+from keras_dkd.options import DataOptions
 
 CLASSES = ["neutral", "happy", "angry", "sad"]
 GROUPS = ["g0", "g1", "g2", "g3"]
@@ -40,9 +41,10 @@ def records():
     return _records()
 
 
-def _prepare(records, tmp_path, **kwargs):
+def _prepare(records, tmp_path, seed=0, **kwargs):
     kwargs.setdefault("cache_dir", tmp_path / "cache")
-    return data.prepare_utterances(records, CLASSES, groups=GROUPS, dataset="toy", **kwargs)
+    options = DataOptions("toy", **kwargs)
+    return data.prepare_utterances(records, CLASSES, options, seed, groups=GROUPS)
 
 
 def _ids(utterance_set):
@@ -167,7 +169,6 @@ def test_loso_fold_tests_on_its_group_with_speaker_independent_validation(record
         ({"protocol": "random", "fold": 1}, "loso"),
         ({"protocol": "kfold"}, "unknown protocol"),
         ({"val_fraction": 1.0}, "val_fraction"),
-        ({"batch_size": 0}, "batch_size"),
     ],
 )
 def test_bad_options_raise_user_errors(records, tmp_path, kwargs, match):
@@ -209,33 +210,16 @@ def test_normalization_comes_from_the_training_segments(records, tmp_path):
     assert _prepare(records, tmp_path).normalization is None
 
 
-# ------------------------------------------------------------------------------ tf.data
-
-
-@pytest.mark.once
-def test_train_dataset_is_seeded_and_reshuffled_every_epoch():
-    segments = np.arange(50, dtype=np.float32)[:, None, None] * np.ones((1, 197, 40), np.float32)
-    labels = np.arange(50) % 4
-    ds = data.train_dataset(segments, labels, batch_size=8, seed=1)
-
-    def epoch(dataset):
-        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in dataset], strict=True)
-        assert xs[0].shape == (8, 197, 40) and xs[-1].shape == (2, 197, 40)
-        order = np.concatenate([x[:, 0, 0] for x in xs]).astype(int)
-        np.testing.assert_array_equal(np.concatenate(ys), labels[order])
-        return order
-
-    first, second = epoch(ds), epoch(ds)
-    assert sorted(first) == list(range(50)) and sorted(second) == list(range(50))
-    assert not np.array_equal(first, second)
-    np.testing.assert_array_equal(epoch(data.train_dataset(segments, labels, 8, seed=1)), first)
+# ------------------------------------------------------------------------------ training
 
 
 def test_bundle_feeds_fit_and_evaluate_on_this_backend(records, tmp_path):
-    """bundle.train is fit() input and the utterance sets evaluate, under every backend."""
+    """The training segments feed fit() and the utterance sets evaluate, under every backend."""
+    from keras_dkd.batches import EpochBatches
+    from keras_dkd.callbacks import EpochSetter
     from keras_dkd.metrics import evaluate_model
 
-    bundle = _prepare(records, tmp_path, protocol="loso", fold=0, batch_size=8, normalize=True)
+    bundle = _prepare(records, tmp_path, protocol="loso", fold=0, normalize=True)
     keras.utils.set_random_seed(0)
     inputs = keras.Input((197, 40))
     x = keras.layers.Normalization(mean=bundle.normalization[0],
@@ -244,7 +228,9 @@ def test_bundle_feeds_fit_and_evaluate_on_this_backend(records, tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(4)(x))
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(bundle.train, epochs=2, verbose=0, shuffle=False)  # already shuffled
+    batches = EpochBatches(bundle.train_set.segments, bundle.train_set.segment_labels, 8, [0, 0])
+    history = model.fit(batches, epochs=2, verbose=0, shuffle=False,
+                        callbacks=[EpochSetter(batches)])
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
     result = evaluate_model(model, bundle.test, bundle.class_names)
     assert result["n_utterances"] == len(bundle.test.labels)
@@ -267,8 +253,8 @@ def test_prepare_emodb_loso(emodb_paths):
     from keras_dkd import corpora
 
     data.reset_cache_stats()
-    bundle = data.prepare("emodb", protocol="loso", fold=0, max_utterances=60,
-                          normalize=True, **emodb_paths)
+    bundle = data.prepare(DataOptions("emodb", protocol="loso", fold=0, max_utterances=60,
+                                      normalize=True, **emodb_paths))
     groups = corpora.groups("emodb")
     assert bundle.class_names == ["neutral", "happy", "angry", "sad"]
     assert bundle.describe()["test_group"] == groups[0] == "speaker03"
@@ -282,27 +268,46 @@ def test_prepare_emodb_loso(emodb_paths):
         assert s.segments.shape[1:] == (197, 40) and s.segments.dtype == np.float32
         assert len(s.utterance_index) == len(s.segments)
         assert set(np.unique(s.utterance_index)) == set(range(len(s.labels)))
-    x, y = next(iter(bundle.train))
-    assert tuple(x.shape) == (32, 197, 40) and tuple(y.shape) == (32,)
     assert bundle.normalization[0].shape == (40,)
     assert data.cache_stats()["computed_utterances"] == 60
 
     # by name; same utterances -> no recomputation
-    again = data.prepare("emodb", protocol="loso", fold="speaker03", max_utterances=60,
-                         **emodb_paths)
+    again = data.prepare(DataOptions("emodb", protocol="loso", fold="speaker03",
+                                     max_utterances=60, **emodb_paths))
     assert _ids(again.test) == test
     assert again.describe()["cache"]["computed_utterances"] == 0
 
 
 @pytest.mark.once
 def test_prepare_emodb_random_and_utterance_set(emodb_paths):
-    bundle = data.prepare("emodb", protocol="random", seed=1, max_utterances=40, **emodb_paths)
+    bundle = data.prepare(DataOptions("emodb", max_utterances=40, **emodb_paths), seed=1)
     train, val, test = _ids(bundle.train_set), _ids(bundle.val), _ids(bundle.test)
     assert not (train & val or train & test or val & test)
     assert len(test) == 8 and len(train | val | test) == 40
     assert bundle.describe()["dataset"] == "emodb" and bundle.describe()["config"] == "four_class"
 
-    speaker, classes = data.utterance_set("emodb", split="speaker10", **emodb_paths)
+    speaker, classes = data.utterance_set(DataOptions("emodb", **emodb_paths), "speaker10")
     assert classes == bundle.class_names
     assert set(speaker.speakers) == {"10"} and speaker.hop_seconds == 0.4
     assert len(speaker.labels) == 21  # speaker 10 has 21 four-class utterances
+
+
+@pytest.mark.once
+def test_a_saved_bundle_loads_back_and_is_checked_against_the_options(records, tmp_path):
+    """The seam for training without TensorFlow: a bundle saved as .npz, read by prepare()."""
+    options = DataOptions("toy", protocol="loso", fold=1, normalize=True,
+                          cache_dir=tmp_path / "cache", bundle_dir=tmp_path / "bundles")
+    bundle = data.prepare_utterances(records, CLASSES, options, 2, groups=GROUPS)
+    path = bundles.save_bundle(bundle, bundles.bundle_path(options, 2))
+    assert path.parent == tmp_path / "bundles" and path.suffix == ".npz"
+    loaded = data.prepare(options, seed=2)  # from bundle_dir: no TFDS involved
+    assert loaded.class_names == CLASSES and loaded.describe() == bundle.describe()
+    for name in ("train_set", "val", "test"):
+        a, b = getattr(bundle, name), getattr(loaded, name)
+        np.testing.assert_array_equal(a.segments, b.segments)
+        assert a.utterance_ids == b.utterance_ids and list(a.labels) == list(b.labels)
+    np.testing.assert_array_equal(bundle.normalization[1], loaded.normalization[1])
+    with pytest.raises(UserError, match="no saved data bundle"):
+        data.prepare(options, seed=5)  # another split seed: another file
+    with pytest.raises(UserError, match="other data options"):
+        bundles.load_bundle(path, expect=DataOptions("toy", protocol="loso", fold=2), seed=2)

@@ -18,7 +18,7 @@ import pytest
 from keras_dkd import io
 from keras_dkd.errors import UserError
 from keras_dkd.layers import default_data_format
-from keras_dkd.models import VARIANTS, build_model, get_class_names, recommended_jit_compile
+from keras_dkd.models import ARCHITECTURES, build_model, get_class_names, recommended_jit_compile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_recommended_jit_compile():
 def test_bad_arguments_raise_user_errors():
     with pytest.raises(UserError, match="unknown variant 'resnet'"):
         build_model("resnet")
-    assert VARIANTS == ("cnn_mha", "cnn")
+    assert ARCHITECTURES == ("cnn_mha", "cnn")
     with pytest.raises(UserError, match="shape \\(40,\\)"):
         build_model(normalization=(np.zeros(39), np.ones(39)))
     with pytest.raises(UserError, match="mean, variance"):

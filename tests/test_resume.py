@@ -72,9 +72,13 @@ def reference_run(emodb_data, tmp_path_factory):
 
 
 def assert_same_run(run: Path, reference: Path):
-    """Same metrics, same history, bit-identical weights."""
+    """Same options, same metrics, same history, bit-identical weights."""
     from keras_dkd.io import load_model
+    from keras_dkd.options import RunOptions
 
+    configs = [json.loads((r / "config.json").read_text()) for r in (run, reference)]
+    options = [RunOptions.from_dict(c["options"]) for c in configs]
+    assert options[0] == options[1]
     assert json.loads((run / "metrics.json").read_text()) == json.loads(
         (reference / "metrics.json").read_text()
     )
@@ -111,7 +115,8 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_data, tmp_path):
-    from keras_dkd import experiments
+    from keras_dkd.options import RunOptions
+    from keras_dkd.training import Progress, train
 
     data = dict(zip(("data_dir", "cache_dir", "manual_dir"), emodb_data[1::2], strict=True))
     options = {"max_utterances": 24, "epochs": 2, "batch_size": 8, **data}  # = OPTIONS
@@ -128,8 +133,10 @@ def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_da
             assert event["initial_epoch"] == 0
 
     with pytest.raises(KeyboardInterrupt):
-        experiments.train(
-            "emodb", out, callbacks=[_Interrupt(epoch=1, batch=0)], on_event=on_event, **options
+        train(
+            RunOptions.from_flat(dataset="emodb", **options),
+            out,
+            progress=Progress(callbacks=[_Interrupt(epoch=1, batch=0)], on_event=on_event),
         )
     # killed mid-epoch: the student's checkpoint holds epoch 1 only, the teacher is finished
     state = json.loads((out / "checkpoints" / "student" / "state.json").read_text())
@@ -137,7 +144,8 @@ def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_da
     assert (out / "teacher.keras").is_file() and not (out / "metrics.json").exists()
 
     events.clear()
-    result = experiments.train("emodb", out, on_event=events.append, **options)
+    options = RunOptions.from_flat(dataset="emodb", **options)
+    result = train(options, out, progress=Progress(on_event=events.append))
     starts = {e["phase"]: e for e in events if e.get("status") == "start"}
     assert set(starts) == {"student"}  # the finished teacher is not retrained
     assert starts["student"]["initial_epoch"] == 1

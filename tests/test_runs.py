@@ -1,4 +1,5 @@
-"""keras_dkd.experiments and keras_dkd.runs: summaries, tables, run directories, checkpoints.
+"""keras_dkd.options, runs, batches, callbacks, training and studies on small inputs: option
+checks, run directories, checkpoints, the plan of an ablation.
 
 The end-to-end training paths run in tests/test_cli.py (every command on EmoDB) and
 tests/test_resume.py (interrupted runs); these tests cover the pieces on small inputs.
@@ -7,129 +8,18 @@ tests/test_resume.py (interrupted runs); these tests cover the pieces on small i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from keras_dkd import experiments
+from keras_dkd import studies, training
+from keras_dkd.batches import EpochBatches
+from keras_dkd.callbacks import PhaseCheckpoint, ScalarLogger
 from keras_dkd.errors import UserError
-from keras_dkd.runs import (
-    EpochBatches,
-    PhaseCheckpoint,
-    RunDir,
-    ScalarLogger,
-    compatible,
-)
-
-# ------------------------------------------------------------------------------------------
-# summaries and tables
-# ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.once
-def test_summarize_uses_the_sample_standard_deviation():
-    s = experiments.summarize([0.5, 0.6, 0.7])
-    assert s["mean"] == pytest.approx(0.6)
-    assert s["std"] == pytest.approx(0.1)
-    assert s["n"] == 3 and s["values"] == [0.5, 0.6, 0.7]
-    assert experiments.summarize([0.4])["std"] == 0.0
-
-
-def _table(mode="table"):
-    names = (
-        [r[0] for r in experiments.ABLATION_ROWS]
-        if mode == "table"
-        else ["CNN+MHA (teacher)", "DKD β=1", "DKD β=8"]
-    )
-    rows = []
-    for i, name in enumerate(names):
-        wa = experiments.summarize([0.5 + 0.01 * i, 0.52 + 0.01 * i])
-        ua = experiments.summarize([0.45 + 0.01 * i, 0.47 + 0.01 * i])
-        rows.append(
-            {
-                "name": name,
-                "wa": wa,
-                "ua": ua,
-                "macro_f1": ua,
-                "runs": [],
-                "paper": experiments.PAPER_TABLE1.get(name) if mode == "table" else None,
-            }
-        )
-    return {
-        "dataset": "emodb",
-        "config": "four_class",
-        "mode": mode,
-        "seeds": [0, 1],
-        "protocol": "speaker-independent: leave-one-speaker-out, fold 0 (test speaker03)",
-        "epochs": 30,
-        "batch_size": 32,
-        "learning_rate": 1e-4,
-        "select": "best",
-        "backend": "torch",
-        "command": "keras-dkd ablate --dataset emodb",
-        "rows": rows,
-    }
-
-
-@pytest.mark.once
-def test_the_ablation_table_states_protocol_command_and_rows(tmp_path):
-    text = experiments.format_ablation(_table())
-    assert "speaker-independent" in text and "speaker03" in text
-    assert "`keras-dkd ablate --dataset emodb`" in text
-    for name, _, _ in experiments.ABLATION_ROWS:
-        assert f"| {name} |" in text
-    assert "| CNN | 51.0 ± 1.4 | 46.0 ± 1.4 |" in text  # WA 50/52 %, UA 45/47 %
-    assert "79.1 / 77.1" in text  # the paper's DKD row, for reference
-    assert "| seed 0 | seed 1 |" in text
-    sweep = experiments.format_ablation(_table("beta"))
-    assert "| DKD β=8 |" in sweep and "paper" not in sweep.split("\n\n")[1]
-    experiments.plot_ablation(_table(), tmp_path / "a.png")
-    assert (tmp_path / "a.png").read_bytes().startswith(b"\x89PNG")
-
-
-@pytest.mark.once
-def test_cv_summary_is_mean_and_std_over_folds():
-    folds = [
-        {
-            "fold": k,
-            "group": g,
-            "run_dir": "",
-            "teacher": {"wa": wa, "ua": wa - 0.1, "macro_f1": wa - 0.2, "n_utterances": 30},
-            "student": {"wa": wa + 0.05, "ua": wa, "macro_f1": wa, "n_utterances": 30},
-        }
-        for k, (g, wa) in enumerate([("speaker03", 0.6), ("speaker08", 0.7)])
-    ]
-    summary = {
-        m: {k: experiments.summarize([f[m][k] for f in folds]) for k in ("wa", "ua", "macro_f1")}
-        for m in ("teacher", "student")
-    }
-    report = {
-        "dataset": "emodb",
-        "config": "four_class",
-        "variant": "dkd",
-        "seed": 0,
-        "backend": "jax",
-        "groups": ["speaker03", "speaker08"],
-        "folds": folds,
-        "summary": summary,
-        "command": None,
-    }
-    text = experiments.format_cv(report)
-    assert "Leave-one-speaker-out" in text
-    assert "| 0 | speaker03 | 30 | 60.0 | 50.0 | 40.0 | 65.0 | 60.0 | 60.0 |" in text
-    assert "| **mean ± std** | | | 65.0 ± 7.1 |" in text
-
-
-@pytest.mark.once
-def test_protocol_descriptions_say_whether_speakers_are_shared():
-    loso = experiments.protocol_description(
-        {"dataset": "iemocap", "test_group": "session5", "val_speakers": ["Ses04F"]}, "loso", 4
-    )
-    assert loso.startswith("speaker-independent: leave-one-session-out, fold 4 (test session5)")
-    assert "Ses04F" in loso
-    random = experiments.protocol_description({"split_seed": 3, "val_fraction": 0.1}, "random")
-    assert random.startswith("speaker-dependent: random 80/20") and "seed 3" in random
+from keras_dkd.options import RunOptions
+from keras_dkd.runs import RunDir, compatible
 
 
 @pytest.mark.once
@@ -145,7 +35,7 @@ def test_train_rejects_bad_options_before_touching_the_run_directory(tmp_path):
         {"protocol": "random", "fold": 2},
     ):
         with pytest.raises(UserError):
-            experiments.train("emodb", out, **kwargs)
+            training.train(RunOptions.from_flat(dataset="emodb", **kwargs), out)
     assert not out.exists()
 
 
@@ -303,7 +193,9 @@ def test_ablate_shares_one_teacher_per_seed_and_maps_runs_to_rows(tmp_path, monk
         def describe(self):
             return {"dataset": "emodb", "test_group": "speaker03", "val_speakers": ["14"]}
 
-    def fake_train(dataset, out, *, variant, seed, teacher=None, bundle=None, beta=8.0, **kwargs):
+    def fake_train(options, out, *, bundle=None, **kwargs):
+        variant, seed, beta = options.recipe.variant, options.seed, options.recipe.beta
+        teacher = Path(options.teacher) if options.teacher else None
         calls.append((seed, variant, teacher, beta))
         assert isinstance(bundle, Bundle)  # data prepared once per seed, shared by the rows
         score = {"cnn": 0.1, "dkd": 0.6, "kd": 0.3, "tckd": 0.4, "nckd": 0.5}[variant] + seed
@@ -313,9 +205,10 @@ def test_ablate_shares_one_teacher_per_seed_and_maps_runs_to_rows(tmp_path, monk
             metrics["teacher"] = {"wa": 0.2 + seed, "ua": 0.1, "macro_f1": 0.0}
         return {"metrics": metrics}
 
-    monkeypatch.setattr(experiments, "train", fake_train)
-    monkeypatch.setattr(experiments, "prepare_data", lambda *a, **k: Bundle())
-    table = experiments.ablate("emodb", tmp_path, seeds=[0, 1], protocol="loso", fold=0)
+    monkeypatch.setattr(studies, "train", fake_train)
+    monkeypatch.setattr(studies, "prepare", lambda *a, **k: Bundle())
+    base = RunOptions.from_flat(dataset="emodb", protocol="loso", fold=0)
+    table = studies.ablate(base, tmp_path, seeds=[0, 1])
 
     for seed in (0, 1):
         teacher = tmp_path / f"seed{seed}" / "dkd" / "teacher.keras"
@@ -335,3 +228,108 @@ def test_ablate_shares_one_teacher_per_seed_and_maps_runs_to_rows(tmp_path, monk
     assert "speaker-independent" in table["protocol"] and "seed 1 14" in table["protocol"]
     for name in ("table.md", "table.json", "ablation.png"):
         assert (tmp_path / name).is_file()
+
+
+# ------------------------------------------------------------------------------------------
+# faults: a run directory in use, folders that are not runs, damaged config and state files
+# ------------------------------------------------------------------------------------------
+
+
+def _train_cli(out, *extra):
+    from click.testing import CliRunner
+
+    from keras_dkd.cli.main import cli
+
+    args = ["train", "--dataset", "emodb", "--out", str(out), "--epochs", "2", *extra]
+    return CliRunner().invoke(cli, args)
+
+
+def _fake_run(path):
+    """A run directory as training leaves it mid-run (config, teacher, a checkpoint)."""
+    from keras_dkd.options import RunOptions
+
+    options = RunOptions.from_flat(dataset="emodb", epochs=2)
+    files = {
+        "config.json": json.dumps({"backend": keras.backend.backend(),
+                                   "options": options.to_dict()}),
+        "teacher.keras": "weights",
+        "checkpoints/student/state.json": "{}",
+        "checkpoints/student/epoch-0001.weights.h5": "h5",
+        "logs/teacher/events.out.tfevents.1": "events",
+    }
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    return {name: (path / name).read_bytes() for name in files}
+
+
+def _contents(path):
+    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def _one_line_error(result, *words):
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    for word in words:
+        assert word in result.output, result.output
+
+
+@pytest.mark.once
+def test_overwrite_aimed_at_a_running_run_deletes_nothing(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    before = _fake_run(run)
+    with RunDir(run).lock():  # the first run, still training
+        result = _train_cli(run, "--overwrite")
+    _one_line_error(result, "in use", str(run))
+    after = _contents(run)
+    assert {k: after[k] for k in before} == before  # the running run keeps every file
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_folders_that_hold_no_run_are_refused_and_left_alone(tmp_path, overwrite):
+    mine = tmp_path / "mine"
+    for name in ("logs/notes.txt", "checkpoints/model.pt"):
+        (mine / name).parent.mkdir(parents=True, exist_ok=True)
+        (mine / name).write_text("the user's")
+    before = _contents(mine)
+    result = _train_cli(mine, *(["--overwrite"] if overwrite else []))
+    _one_line_error(result, "holds no keras-dkd run", "--out")
+    assert _contents(mine) == before and not (mine / ".lock").exists()
+
+
+@pytest.mark.once
+@pytest.mark.parametrize(
+    "text",
+    ['{"backend": "torch", "options": {"seed"', "[1, 2, 3]", '{"options": [1]}',
+     '{"options": {"seed": "three"}}', '{"options": {"epochs": 2, "colour": "red"}}'],
+)
+def test_a_damaged_config_is_refused_not_resumed_or_rewritten(tmp_path, text):
+    run = tmp_path / "run"
+    run.mkdir()
+    before = _fake_run(run)
+    (run / "config.json").write_text(text)
+    before["config.json"] = text.encode()
+    result = _train_cli(run, "--seed", "3", "--learning-rate", "0.01")
+    _one_line_error(result, "config.json", "damaged", "--overwrite")
+    after = _contents(run)
+    assert {k: after[k] for k in before} == before
+
+
+@pytest.mark.once
+@pytest.mark.parametrize(
+    "text", ["{", "[]", '{"epochs_completed": 1, "latest": 5, "best": null, "history": [], '
+             '"complete": false}'],
+)
+def test_a_damaged_checkpoint_state_is_refused_and_its_weights_kept(tmp_path, text):
+    directory = tmp_path / "checkpoints" / "teacher"
+    directory.mkdir(parents=True)
+    (directory / "state.json").write_text(text)
+    weights = directory / "epoch-0001.weights.h5"
+    weights.write_bytes(b"the only copy of epoch 1")
+    with pytest.raises(UserError, match="state.json is damaged.*--overwrite"):
+        PhaseCheckpoint(directory, "teacher")
+    assert weights.read_bytes() == b"the only copy of epoch 1"
+    assert (directory / "state.json").read_text() == text

@@ -1,0 +1,391 @@
+"""What a run is made of: the data options and the training recipe, validated in one place.
+
+A training run is fully described by a :class:`RunOptions`: a :class:`DataOptions` (which corpus,
+which protocol and fold, how validation is carved, the features and the subset), a
+:class:`Recipe` (the objective, its weights, the optimiser and its schedule, epochs, batch size
+and model selection), the seed and an optional trained teacher. They are frozen dataclasses,
+checked once when they are made (a bad value raises :class:`keras_dkd.errors.UserError` naming the
+option), written into ``config.json`` as one flat dict (:meth:`RunOptions.to_dict`) and read back
+from it (:meth:`RunOptions.from_dict`). :meth:`RunOptions.differences` decides whether a rerun may
+resume a run directory: only the fields that change what a run computes count, not where data,
+caches or outputs live.
+
+Variants of a run for a study are ``dataclasses.replace`` calls::
+
+    base = RunOptions.from_flat(dataset="emodb", protocol="loso", fold=0, epochs=20)
+    kd = base.replace(variant="kd")               # fields of the data, recipe or run alike
+
+This module imports neither Keras nor TensorFlow, so the CLI can use it while parsing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from keras_dkd.errors import UserError
+
+__all__ = [
+    "ARCHITECTURES",
+    "DISTILLATION_VARIANTS",
+    "PROTOCOLS",
+    "SELECTIONS",
+    "VARIANTS",
+    "DataOptions",
+    "Recipe",
+    "RunOptions",
+    "architecture",
+]
+
+#: Every ``variant`` of a run: the four distillation objectives, then the two CE-only models.
+VARIANTS = ("dkd", "kd", "tckd", "nckd", "ce", "cnn")
+#: The variants that distil a student from a teacher.
+DISTILLATION_VARIANTS = ("dkd", "kd", "tckd", "nckd")
+#: The networks :func:`keras_dkd.models.build_model` builds.
+ARCHITECTURES = ("cnn_mha", "cnn")
+#: ``random``: the paper's speaker-dependent 80/20 split; ``loso``: leave one group out.
+PROTOCOLS = ("random", "loso")
+#: ``best``: the epoch with the best validation UA; ``last``: the last epoch.
+SELECTIONS = ("best", "last")
+#: Optimisers a recipe can name.
+OPTIMIZERS = ("adam",)
+
+
+def architecture(variant: str) -> str:
+    """The network a run's student (or only model) uses: ``cnn`` for variant ``cnn``, else
+    ``cnn_mha`` (the head-fusion CNN)."""
+    return "cnn" if variant == "cnn" else "cnn_mha"
+
+
+def _location():
+    """A field that says where something lives, not what a run computes."""
+    return field(default=None, metadata={"result": False})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def _number(name, value, *, low=None, low_open=False, high=None, high_open=False, integer=False):
+    """``value`` as an int or float within bounds, or a UserError naming the option."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{name} must be {kind}, got {value!r}")
+    if integer and int(value) != value:
+        raise UserError(f"{name} must be {kind}, got {value!r}")
+    value = int(value) if integer else float(value)
+    _check(math.isfinite(value), f"{name} must be finite, got {value!r}")
+    if low is not None:
+        _check(value > low if low_open else value >= low,
+               f"{name} must be {'>' if low_open else '>='} {low:g}, got {value:g}")
+    if high is not None:
+        _check(value < high if high_open else value <= high,
+               f"{name} must be {'<' if high_open else '<='} {high:g}, got {value:g}")
+    return value
+
+
+def _choice(name, value, choices) -> str:
+    _check(value in choices, f"unknown {name} {value!r}; use one of {', '.join(choices)}")
+    return value
+
+
+def _optional_path(name, value):
+    if value is None:
+        return None
+    _check(isinstance(value, str | bytes) or hasattr(value, "__fspath__"),
+           f"{name} must be a path, got {value!r}")
+    return str(value)
+
+
+class _Options:
+    """Shared behaviour of the frozen option dataclasses."""
+
+    def _set(self, name, value):
+        object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def location_fields(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls) if f.metadata.get("result") is False)
+
+
+@dataclass(frozen=True)
+class DataOptions(_Options):
+    """The data side of a run: what is trained and tested on.
+
+    Args:
+        dataset: a corpus of :data:`keras_dkd.corpora.CORPORA` (``emodb``, ``iemocap``), or any
+            name for records prepared by the caller.
+        config: the corpus config (None: the corpus default, e.g. ``four_class``).
+        protocol: ``"random"`` (speaker-dependent 80/20 utterance split, the paper's) or
+            ``"loso"`` (leave one speaker / session out).
+        fold: ``loso`` only: the held-out group, as a 0-based index or a group name
+            (``"speaker03"``); stored as the index for a known corpus.
+        split_seed: the seed of the subset, test and validation splits (None: the run's seed).
+        val_fraction: share of the training utterances held out for validation (0: none).
+        normalize: per-filter standardisation with the training split's statistics, inside
+            the model.
+        drop_short: drop utterances of 2 s or less instead of zero-padding them (Head Fusion).
+        max_utterances: a seeded stratified subset of this many utterances (quick runs).
+        train_hop, eval_hop: the hop, in seconds, of the 2-s training segments (1 s) and of the
+            validation and test segments (0.4 s).
+        data_dir, manual_dir, cache_dir: the TFDS data directory, the raw corpus, the feature
+            cache (None: :mod:`keras_dkd.paths`' defaults). Where, not what: a run may resume
+            with other locations.
+        bundle_dir: a folder of data bundles saved by :func:`keras_dkd.data.save_bundle`; when
+            given, the data is read from there instead of TFDS (training without TensorFlow).
+
+    Example:
+        >>> DataOptions("emodb", protocol="loso", fold="speaker08").fold
+        1
+    """
+
+    dataset: str = "emodb"
+    config: str | None = None
+    protocol: str = "random"
+    fold: int | str | None = None
+    split_seed: int | None = None
+    val_fraction: float = 0.1
+    normalize: bool = False
+    drop_short: bool = False
+    max_utterances: int | None = None
+    train_hop: float = 1.0
+    eval_hop: float = 0.4
+    data_dir: str | None = _location()
+    manual_dir: str | None = _location()
+    cache_dir: str | None = _location()
+    bundle_dir: str | None = _location()
+
+    def __post_init__(self):
+        from keras_dkd import corpora
+
+        _check(isinstance(self.dataset, str) and self.dataset != "",
+               f"dataset must be a name, got {self.dataset!r}")
+        if self.config is None and self.dataset in corpora.DEFAULT_CONFIG:
+            self._set("config", corpora.DEFAULT_CONFIG[self.dataset])
+        _check(self.config is None or isinstance(self.config, str),
+               f"config must be a name, got {self.config!r}")
+        _choice("protocol", self.protocol, PROTOCOLS)
+        if self.protocol == "random":
+            _check(self.fold is None, "fold applies to protocol 'loso' only; leave it out for "
+                   "'random' or use --protocol loso")
+        elif self.fold is None:
+            raise UserError("protocol 'loso' needs a fold: a 0-based index or a group name")
+        elif self.dataset in corpora.CORPORA and not (self.bundle_dir and _is_int(self.fold)):
+            # (with saved bundles and an index, the bundle checks the fold: no TFDS needed)
+            self._set("fold", corpora.fold_index(self.dataset, self.fold))
+        else:
+            _check(_is_int(self.fold) or isinstance(self.fold, str),
+                   f"fold must be an integer or a group name, got {self.fold!r}")
+        if self.split_seed is not None:
+            self._set("split_seed", _number("split_seed", self.split_seed, low=0, integer=True))
+        self._set("val_fraction", _number("val_fraction", self.val_fraction, low=0, high=1,
+                                          high_open=True))
+        for name in ("normalize", "drop_short"):
+            _check(isinstance(getattr(self, name), bool),
+                   f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.max_utterances is not None:
+            self._set("max_utterances",
+                      _number("max_utterances", self.max_utterances, low=2, integer=True))
+        for name in ("train_hop", "eval_hop"):
+            self._set(name, _number(name, getattr(self, name), low=0, low_open=True))
+        for name in ("data_dir", "manual_dir", "cache_dir", "bundle_dir"):
+            self._set(name, _optional_path(name, getattr(self, name)))
+
+    def resolved_split_seed(self, seed: int) -> int:
+        """The seed of the splits for a run seeded with ``seed``."""
+        return int(seed) if self.split_seed is None else int(self.split_seed)
+
+
+@dataclass(frozen=True)
+class Recipe(_Options):
+    """How a run trains: objective, distillation weights, optimiser, schedule, selection.
+
+    Args:
+        variant: ``dkd``, ``kd``, ``tckd``, ``nckd`` (a CE teacher, then a student distilled
+            with that objective), ``ce`` (one head-fusion CNN with cross-entropy) or ``cnn``
+            (one CNN without attention, cross-entropy).
+        alpha, beta: weights of TCKD (or KD) and NCKD (α=1, β=8).
+        temperature: softmax temperature of the distillation terms (4).
+        warmup_epochs: epochs over which the distillation weight ramps from 0 to 1 (20).
+        epochs: epochs of each phase.
+        batch_size: training batch size.
+        optimizer: ``adam``.
+        learning_rate: the optimiser's initial learning rate.
+        lr_decay: the paper's "decay": ``lr / (1 + lr_decay · step)`` (Keras 2's legacy
+            ``decay`` argument; 0: constant).
+        select: ``best`` (each phase keeps its epoch with the best validation UA) or ``last``.
+
+    Example:
+        >>> Recipe(variant="kd", epochs=20).epochs
+        20
+    """
+
+    variant: str = "dkd"
+    alpha: float = 1.0
+    beta: float = 8.0
+    temperature: float = 4.0
+    warmup_epochs: int = 20
+    epochs: int = 50
+    batch_size: int = 32
+    optimizer: str = "adam"
+    learning_rate: float = 1e-4
+    lr_decay: float = 1e-6
+    select: str = "best"
+
+    def __post_init__(self):
+        _choice("variant", self.variant, VARIANTS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("selection", self.select, SELECTIONS)
+        for name, low, low_open in (("alpha", 0, False), ("beta", 0, False),
+                                    ("temperature", 0, True), ("learning_rate", 0, True),
+                                    ("lr_decay", 0, False)):
+            self._set(name, _number(name, getattr(self, name), low=low, low_open=low_open))
+        for name, low in (("warmup_epochs", 0), ("epochs", 1), ("batch_size", 1)):
+            self._set(name, _number(name, getattr(self, name), low=low, integer=True))
+
+    @property
+    def distills(self) -> bool:
+        """True when the run trains a teacher (or reuses one) and distils a student from it."""
+        return self.variant in DISTILLATION_VARIANTS
+
+    @property
+    def student_mode(self) -> str:
+        """The Distiller mode of the student phase (``ce`` for the CE-only variants)."""
+        return self.variant if self.distills else "ce"
+
+
+# Fields of the run itself (beside data and recipe), and where each flat key belongs.
+_RUN_FIELDS = ("seed", "teacher")
+_RESULT_NEUTRAL = frozenset({"teacher"}) | DataOptions.location_fields()
+
+
+@dataclass(frozen=True)
+class RunOptions(_Options):
+    """Everything that decides what a training run computes.
+
+    Args:
+        data: the :class:`DataOptions`.
+        recipe: the :class:`Recipe`.
+        seed: seeds the weights, the batch order and (unless ``data.split_seed``) the splits.
+        teacher: a trained teacher ``.keras`` to reuse instead of training one (distillation
+            variants only). Its bytes, not its path, are what a run depends on: the training
+            records their SHA-256.
+
+    Example:
+        >>> options = RunOptions.from_flat(dataset="emodb", variant="ce", epochs=5)
+        >>> options.recipe.epochs, options.data.config
+        (5, 'four_class')
+    """
+
+    data: DataOptions = field(default_factory=DataOptions)
+    recipe: Recipe = field(default_factory=Recipe)
+    seed: int = 0
+    teacher: str | None = None
+
+    def __post_init__(self):
+        _check(isinstance(self.data, DataOptions), "data must be a DataOptions")
+        _check(isinstance(self.recipe, Recipe), "recipe must be a Recipe")
+        self._set("seed", _number("seed", self.seed, low=0, high=2**32 - 1, integer=True))
+        self._set("teacher", _optional_path("teacher", self.teacher))
+        if self.teacher is not None and not self.recipe.distills:
+            raise UserError(
+                f"variant {self.recipe.variant!r} trains without a teacher; drop --teacher or "
+                f"use one of {', '.join(DISTILLATION_VARIANTS)}"
+            )
+
+    # -------------------------------------------------------------- flat views
+    @classmethod
+    def from_flat(cls, **options) -> RunOptions:
+        """Build from flat keyword arguments (``dataset=..., fold=..., epochs=..., seed=...``).
+
+        Raises:
+            UserError: an unknown option name or a bad value.
+        """
+        parts: dict[str, dict] = {"data": {}, "recipe": {}, "run": {}}
+        for key, value in options.items():
+            parts[_owner(key)][key] = value
+        return cls(data=DataOptions(**parts["data"]), recipe=Recipe(**parts["recipe"]),
+                   **parts["run"])
+
+    def to_dict(self) -> dict:
+        """One flat dict of every option (the ``options`` of ``config.json``)."""
+        return {**self.data.to_dict(), **self.recipe.to_dict(), "seed": self.seed,
+                "teacher": self.teacher}
+
+    @classmethod
+    def from_dict(cls, values) -> RunOptions:
+        """Read :meth:`to_dict`'s dict back (e.g. from ``config.json``), checking every value.
+
+        Raises:
+            UserError: not a dict, an unknown key, or a bad value.
+        """
+        _check(isinstance(values, dict), f"options must be a JSON object, got {values!r:.60}")
+        return cls.from_flat(**values)
+
+    def replace(self, **changes) -> RunOptions:
+        """A copy with some fields changed, named flat (``replace(variant="kd", fold=3)``)."""
+        parts: dict[str, dict] = {"data": {}, "recipe": {}, "run": {}}
+        for key, value in changes.items():
+            parts[_owner(key)][key] = value
+        return dataclasses.replace(
+            self,
+            data=dataclasses.replace(self.data, **parts["data"]),
+            recipe=dataclasses.replace(self.recipe, **parts["recipe"]),
+            **parts["run"],
+        )
+
+    # -------------------------------------------------------------- resuming
+    def differences(self, other: RunOptions | dict) -> list[str]:
+        """The options that change what a run computes and differ from ``other``'s
+        (empty: a run made with ``other`` may be resumed with these options)."""
+        theirs = other.to_dict() if isinstance(other, RunOptions) else dict(other)
+        return result_differences(theirs, self.to_dict())
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the data splits."""
+        return self.data.resolved_split_seed(self.seed)
+
+
+def _owner(key: str) -> str:
+    if key in DataOptions.field_names():
+        return "data"
+    if key in Recipe.field_names():
+        return "recipe"
+    if key in _RUN_FIELDS:
+        return "run"
+    raise UserError(f"unknown option {key!r}")
+
+
+def result_differences(old: dict, new: dict, neutral: frozenset[str] = frozenset()) -> list[str]:
+    """``"key old -> new"`` for each key whose value differs between two flat option dicts,
+    leaving out the options that do not change what a run computes (locations, the teacher's
+    path) and ``neutral``."""
+    skip = _RESULT_NEUTRAL | neutral
+    keys = sorted((set(old) | set(new)) - skip, key=str)
+    return [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in keys
+            if _canonical(old.get(key)) != _canonical(new.get(key))]
+
+
+def _canonical(value: Any):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value

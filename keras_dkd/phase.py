@@ -1,0 +1,139 @@
+"""One training phase of a run (the teacher's or the student's): build, resume, fit, select, save.
+
+A phase trains a fresh model (seeded with :func:`keras_dkd.training.phase_seed`) with
+cross-entropy, or through a :class:`keras_dkd.distiller.Distiller` against a frozen teacher,
+from the epoch its checkpoint has reached, then keeps the selected epoch's weights and saves the
+model as ``RUN_DIR/<phase>.keras``. A phase already complete is loaded, not retrained.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from keras_dkd.batches import EpochBatches
+from keras_dkd.callbacks import (
+    EpochSetter,
+    LearningRateLog,
+    PhaseCheckpoint,
+    ScalarLogger,
+    ValidationMetrics,
+)
+from keras_dkd.io import save_model
+from keras_dkd.options import Recipe, RunOptions
+from keras_dkd.runs import RunDir, set_seed
+
+__all__ = ["Phase", "make_optimizer"]
+
+
+def make_optimizer(recipe: Recipe):
+    """The recipe's optimiser: Adam with the legacy decay ``lr / (1 + lr_decay * step)``."""
+    schedule = keras.optimizers.schedules.InverseTimeDecay(
+        initial_learning_rate=float(recipe.learning_rate), decay_steps=1,
+        decay_rate=float(recipe.lr_decay),
+    )
+    return keras.optimizers.Adam(learning_rate=schedule)
+
+
+class Phase:
+    """One phase of a run.
+
+    Args:
+        run: the :class:`keras_dkd.runs.RunDir`.
+        name: ``"teacher"`` or ``"student"``.
+        options: the run's :class:`keras_dkd.options.RunOptions`.
+        bundle: the run's :class:`keras_dkd.data.DataBundle`.
+        previous_rows: the history rows of the phases before this one (``history.csv`` holds
+            them all).
+        progress: a :class:`keras_dkd.training.Progress`.
+    """
+
+    def __init__(self, run: RunDir, name: str, options: RunOptions, bundle, *,
+                 previous_rows=(), progress=None):
+        from keras_dkd.training import Progress
+
+        self.run, self.name, self.options, self.bundle = run, name, options, bundle
+        self.previous_rows = list(previous_rows)
+        self.progress = progress or Progress()
+        self.checkpoint = PhaseCheckpoint(run.checkpoints(name), name, monitor="val_ua",
+                                          on_history=self._on_history)
+
+    def _on_history(self, rows):
+        self.run.write_history(self.previous_rows + rows)
+
+    def train(self, variant: str, *, mode: str, teacher=None):
+        """Train (or resume, or load) the phase's model; return ``(model, info)``.
+
+        Args:
+            variant: the network, ``"cnn_mha"`` or ``"cnn"``.
+            mode: ``"ce"`` or a distillation objective of the Distiller.
+            teacher: the frozen teacher model (distillation modes).
+        """
+        from keras_dkd.io import load_model
+
+        run, checkpoint = self.run, self.checkpoint
+        if checkpoint.complete and run.model(self.name).is_file():
+            info = self._info(checkpoint.epochs_completed, checkpoint.state.get("selected_epoch"),
+                              checkpoint.state.get("selected_val_ua"))
+            return load_model(run.model(self.name)), {**info, "skipped": True}
+        model, trainer = self._build(variant, mode, teacher)
+        initial_epoch = checkpoint.restore(trainer)
+        self._fit(trainer, model, initial_epoch, mode, variant)
+        recipe = self.options.recipe
+        selected = recipe.epochs
+        if recipe.select == "best" and checkpoint.best_epoch is not None:
+            selected = checkpoint.load_best(trainer)
+        row = next((r for r in checkpoint.history if int(r["epoch"]) == selected), {})
+        save_model(model, run.model(self.name))
+        checkpoint.mark_complete({"selected_epoch": selected, "selected_val_ua": row.get("val_ua")})
+        info = self._info(recipe.epochs, selected, row.get("val_ua"))
+        return model, {**info, "resumed_from": initial_epoch or None, "skipped": False}
+
+    def _info(self, epochs, selected, val_ua) -> dict:
+        return {"path": str(self.run.model(self.name)), "epochs": epochs,
+                "selected_epoch": selected, "val_ua": val_ua, "resumed_from": None,
+                "rows": self.checkpoint.history}
+
+    def _build(self, variant, mode, teacher):
+        """The phase's model and what trains it (the model itself, or a Distiller), compiled."""
+        from keras_dkd.distiller import Distiller
+        from keras_dkd.models import build_model
+        from keras_dkd.training import phase_seed
+
+        recipe = self.options.recipe
+        set_seed(phase_seed(self.options.seed, self.name))
+        model = build_model(variant=variant, class_names=self.bundle.class_names,
+                            normalization=self.bundle.normalization, name=self.name)
+        if mode == "ce" and teacher is None:
+            model.compile(
+                optimizer=make_optimizer(recipe),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            )
+            return model, model
+        trainer = Distiller(teacher, model, mode=mode, alpha=recipe.alpha, beta=recipe.beta,
+                            temperature=recipe.temperature, warmup_epochs=recipe.warmup_epochs)
+        trainer.compile(optimizer=make_optimizer(recipe))
+        return model, trainer
+
+    def _fit(self, trainer, model, initial_epoch, mode, variant) -> None:
+        from keras_dkd.training import PHASE_SEEDS, train_arrays
+
+        recipe = self.options.recipe
+        features, labels = train_arrays(self.bundle)
+        batches = EpochBatches(features, labels, recipe.batch_size,
+                               seed=[self.options.seed, PHASE_SEEDS[self.name]])
+        self.progress.emit(event="phase", phase=self.name, status="start", epochs=recipe.epochs,
+                           initial_epoch=initial_epoch, mode=mode, model_variant=variant,
+                           steps_per_epoch=len(batches))
+        if initial_epoch >= recipe.epochs:
+            return
+        callbacks = [
+            EpochSetter(batches),
+            ValidationMetrics(model, self.bundle.val, self.bundle.class_names),
+            LearningRateLog(),
+            self.checkpoint,
+            ScalarLogger(self.run.logs(self.name)),
+            *(self.progress.callbacks or []),
+        ]
+        trainer.fit(batches, epochs=recipe.epochs, initial_epoch=initial_epoch, shuffle=False,
+                    verbose=self.progress.verbose, callbacks=callbacks)

@@ -1,0 +1,85 @@
+"""keras_dkd.options: the run's options, checked once, round-tripped through config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from keras_dkd.errors import UserError
+from keras_dkd.options import DataOptions, Recipe, RunOptions, architecture
+
+
+@pytest.mark.once
+def test_flat_options_route_to_data_recipe_and_run_and_round_trip_through_json():
+    options = RunOptions.from_flat(dataset="emodb", protocol="loso", fold="speaker08",
+                                   variant="kd", epochs=5, seed=3, cache_dir="/tmp/c")
+    assert options.data == DataOptions("emodb", "four_class", "loso", 1, cache_dir="/tmp/c")
+    assert options.recipe == Recipe(variant="kd", epochs=5)
+    assert options.seed == 3 and options.split_seed == 3
+    flat = json.loads(json.dumps(options.to_dict()))  # what config.json holds
+    assert flat["fold"] == 1 and flat["variant"] == "kd" and flat["config"] == "four_class"
+    assert RunOptions.from_dict(flat) == options
+    assert architecture("cnn") == "cnn" and architecture("dkd") == "cnn_mha"
+
+
+@pytest.mark.once
+def test_replace_makes_study_variants_and_checks_them():
+    base = RunOptions.from_flat(dataset="emodb", protocol="loso", fold=0)
+    other = base.replace(variant="cnn", fold=4, seed=2)
+    assert (other.recipe.variant, other.data.fold, other.seed) == ("cnn", 4, 2)
+    assert base.recipe.variant == "dkd" and base.data.fold == 0  # frozen: the base is unchanged
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.seed = 1
+    with pytest.raises(UserError, match="out of range"):
+        base.replace(fold=10)
+    with pytest.raises(UserError, match="unknown option"):
+        base.replace(epoch=3)
+
+
+@pytest.mark.once
+def test_differences_count_what_a_run_computes_not_where_files_live():
+    a = RunOptions.from_flat(dataset="emodb", data_dir="/a", cache_dir="/c1", teacher=None)
+    b = a.replace(data_dir="/b", cache_dir="/c2", manual_dir="/m", bundle_dir="/x")
+    assert a.differences(b) == []
+    c = a.replace(learning_rate=1e-3, split_seed=4)
+    assert sorted(d.split()[0] for d in a.differences(c)) == ["learning_rate", "split_seed"]
+    assert a.differences(c.to_dict())  # a config.json dict works too
+
+
+@pytest.mark.once
+@pytest.mark.parametrize(
+    ("flat", "match"),
+    [
+        ({"variant": "mse"}, "unknown variant"),
+        ({"beta": -1}, "beta must be >= 0"),
+        ({"temperature": 0}, "temperature must be > 0"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": 2.5}, "epochs must be an integer"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"learning_rate": float("nan")}, "learning_rate must be finite"),
+        ({"select": "worst"}, "unknown selection"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"seed": "3"}, "seed must be an integer"),
+        ({"val_fraction": 1.0}, "val_fraction must be < 1"),
+        ({"normalize": "yes"}, "normalize must be true or false"),
+        ({"protocol": "kfold"}, "unknown protocol"),
+        ({"protocol": "loso"}, "needs a fold"),
+        ({"fold": 1}, "'loso' only"),
+        ({"protocol": "loso", "fold": "speaker99"}, "unknown fold"),
+        ({"max_utterances": 1}, "max_utterances must be >= 2"),
+        ({"variant": "ce", "teacher": "t.keras"}, "trains without a teacher"),
+        ({"learning_rat": 1e-3}, "unknown option 'learning_rat'"),
+    ],
+)
+def test_bad_values_are_user_errors_naming_the_option(flat, match):
+    with pytest.raises(UserError, match=match):
+        RunOptions.from_flat(dataset="emodb", **flat)
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("value", [[1, 2, 3], "options", None, 5])
+def test_from_dict_refuses_what_is_not_an_options_object(value):
+    with pytest.raises(UserError, match="must be a JSON object"):
+        RunOptions.from_dict(value)
