@@ -3,8 +3,17 @@
 Entries live under ``cache_dir`` (default :func:`keras_dkd.paths.cache_dir`) in
 ``features/<corpus>/<config>/<split>-hop<hop>-<key>/`` (``segments.npy``, ``meta.json``) and are
 written atomically. ``key`` hashes the feature parameters, the segment length and hop,
-``drop_short``, the dataset name, config and version, the split name and a fingerprint of its
-utterances (ids and audio bytes). :func:`cache_stats` counts computations and loads.
+``drop_short``, the padding of short utterances, the dataset name, config and version, the split
+name and a fingerprint of its utterances (ids and audio bytes). :func:`cache_stats` counts
+computations and loads.
+
+**Padding.** Zero- and repeat-padded features (see :mod:`keras_dkd.features`) never share an
+entry: a ``"repeat"`` entry's key holds ``"padding": "repeat"`` and its ``meta.json`` says
+``"padding": "repeat"``, checked on load. ``"zero"`` entries keep the key they had before
+padding became a choice (their ``meta.json`` says ``"padding": "zero"`` from now on, and an entry
+without the field is a zero-padded one), so existing caches stay valid. With ``drop_short`` no
+utterance is padded, so the padding asked for does not matter and the entries are the
+``"zero"`` ones.
 
 ``meta.json`` holds the SHA-256 of ``segments.npy``, checked on every load: an entry whose
 segments were damaged in place (same size, other bytes), whose ``meta.json`` is not the JSON
@@ -91,11 +100,14 @@ def _hop_name(hop: float) -> str:
 class FeatureCache:
     """Per (dataset, config, group, hop) segment arrays on disk (see the module docstring)."""
 
-    def __init__(self, cache_dir, dataset: str, config, version: str, drop_short: bool):
+    def __init__(self, cache_dir, dataset: str, config, version: str, drop_short: bool,
+                 padding: str = "zero"):
         base = Path(cache_dir).expanduser() if cache_dir is not None else paths.cache_dir()
         self.root = base / "features" / safe_name(dataset) / safe_name(config or "default")
         self.dataset, self.config, self.version = dataset, config, version
         self.drop_short = bool(drop_short)
+        # with drop_short nothing is padded: one set of entries serves every padding
+        self.padding = "zero" if self.drop_short else F.check_padding(padding)
 
     def _key(self, group: str, hop: float, fingerprint: str) -> str:
         params = {
@@ -110,6 +122,8 @@ class FeatureCache:
             "group": group,
             "utterances": fingerprint,
         }
+        if self.padding != "zero":  # zero-padded entries keep their pre-padding keys
+            params["padding"] = self.padding
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
 
     def _path(self, group: str, hop: float, key: str) -> Path:
@@ -142,7 +156,8 @@ class FeatureCache:
         for r in recs:
             try:
                 per_hop = F.logfbank_segments_multi(
-                    r.audio, r.sample_rate, hops, F.SEGMENT_SECONDS, self.drop_short)
+                    r.audio, r.sample_rate, hops, F.SEGMENT_SECONDS, self.drop_short,
+                    self.padding)
             except UserError as error:
                 raise UserError(f"{r.utterance_id}: {error}") from None
             for k, seg in enumerate(per_hop):
@@ -162,6 +177,7 @@ class FeatureCache:
             "group": recs[0].group if recs else "",
             "hop_seconds": float(hop),
             "drop_short": self.drop_short,
+            "padding": self.padding,
             "features": F.FEATURE_PARAMS,
             "utterance_ids": [r.utterance_id for r in recs],
             "counts": counts,
@@ -199,6 +215,7 @@ class FeatureCache:
         counts = meta.get("counts", [])
         if (not isinstance(counts, list) or not all(isinstance(c, int) for c in counts)
                 or meta.get("utterance_ids") != [r.utterance_id for r in recs]
+                or meta.get("padding", "zero") != self.padding
                 or sum(counts) != len(segments)):
             return None
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)

@@ -335,7 +335,7 @@ def utterance_set(options: DataOptions, split=None, *, seed: int = 0):
         records = [records[i] for i in _subset(records, options.max_utterances, subset_seed)]
     cache = FeatureCache(options.cache_dir, options.dataset, options.config,
                          _dataset_version(options.dataset, options.config, options.data_dir),
-                         options.drop_short)
+                         options.drop_short, options.padding)
     per_utt = cache.segments(records, [options.eval_hop])[0]
     result = _assemble(records, range(len(records)), per_utt, class_names, options.eval_hop)
     return result, class_names
@@ -383,7 +383,7 @@ def prepare_utterances(
     )
 
     cache = FeatureCache(options.cache_dir, options.dataset, options.config, version,
-                         options.drop_short)
+                         options.drop_short, options.padding)
     stats_before = cache_stats()
     train_hop, eval_hop = options.train_hop, options.eval_hop
     train_seg, eval_seg = cache.segments(records, [train_hop, eval_hop])

@@ -25,10 +25,23 @@ An int16 waveform and the same waveform divided by 32768 give identical segments
 **Segments.** With ``L`` = 2 s and hop ``H`` (both in samples at 16 kHz), an utterance of ``N``
 samples gives segments starting at ``0, H, 2H, ...`` that fit entirely in it:
 ``1 + (N - L) // H`` segments when ``N >= L`` (a tail shorter than a hop is dropped). An
-utterance shorter than ``L`` is zero-padded at the end to one segment, so that no utterance drops
+utterance shorter than ``L`` is padded at the end to one segment, so that no utterance drops
 out of a test set. With ``drop_short=True`` utterances of ``L`` samples or fewer give no
 segment, as in the Head Fusion code. For example, at hop 1.0 / 0.4 s: 1.5 s -> 1 / 1 segment
 (0 / 0 with ``drop_short``), 2.0 s -> 1 / 1 (0 / 0), 4.5 s -> 3 / 7 (3 / 7).
+
+**Padding.** ``padding`` says how the one segment of a short utterance is filled:
+
+- ``"zero"`` (the default, the paper's): zeros after the utterance. Digital silence gives
+  frames of ``log(eps)`` ≈ -36 where speech lies between about 0 and 20: the network can read
+  the utterance's length off the padding.
+- ``"repeat"``: the utterance's waveform is repeated (tiled) from its start until the segment is
+  full, then framed like any 2-s signal. No silent frame appears; the frames whose window lies in
+  the first copy equal the zero-padded ones bit for bit.
+
+Padding concerns only that single segment of an utterance shorter than ``L``: longer utterances
+(``N >= L``) give the same segments whatever ``padding`` says, and with ``drop_short=True`` a
+short utterance gives no segment at all (dropping wins over padding).
 
 Example:
     >>> import numpy as np
@@ -80,17 +93,24 @@ FEATURE_PARAMS = {
 }
 """Everything that determines a frame's features (part of the feature cache key)."""
 
+PADDINGS = ("zero", "repeat")
+"""How the one segment of an utterance shorter than a segment is filled (module docstring)."""
+
 _EPS = float(np.finfo(float).eps)  # python_speech_features' floor for zero energies
 
 __all__ = [
     "LogFBank",
     "FEATURE_PARAMS",
+    "PADDINGS",
     "SEGMENT_FRAMES",
+    "check_padding",
     "filterbank",
     "logfbank",
     "logfbank_segments",
+    "logfbank_segments_multi",
     "num_frames",
     "num_segments",
+    "pad_to_segment",
     "segment_starts",
     "to_int16_scale",
 ]
@@ -164,7 +184,8 @@ def segment_starts(
     """Start samples (at 16 kHz) of the segments of an utterance of ``n_samples`` samples.
 
     See the module docstring for the rule. A start of 0 for an utterance shorter than a segment
-    means "zero-padded to one segment".
+    means "padded to one segment" (with zeros or by repetition: see ``padding`` in
+    :func:`logfbank_segments`).
     """
     length = _samples(segment_seconds, "segment_seconds")
     hop = _samples(hop_seconds, "hop_seconds")
@@ -224,8 +245,31 @@ def logfbank(waveform, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return _psf_logfbank(to_int16_scale(waveform, sample_rate)).astype(np.float32)
 
 
-def _segments(x: np.ndarray, hops, segment_seconds: float, drop_short: bool) -> list:
+def check_padding(padding) -> str:
+    """Return ``padding`` if it is one of :data:`PADDINGS`, else raise a :class:`UserError`."""
+    if padding not in PADDINGS:
+        raise UserError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    return padding
+
+
+def pad_to_segment(x: np.ndarray, length: int, padding: str = "zero") -> np.ndarray:
+    """A signal shorter than ``length`` samples filled up to ``length`` (float64).
+
+    ``"zero"`` appends zeros; ``"repeat"`` tiles the signal from its start (``x, x, x, ...``,
+    the last copy cut short) so that the segment holds no digital silence.
+    """
+    n = x.shape[0]
+    if padding == "repeat":
+        return np.tile(np.asarray(x, np.float64), -(-length // n))[:length]
+    padded = np.zeros(length, np.float64)
+    padded[:n] = x
+    return padded
+
+
+def _segments(x: np.ndarray, hops, segment_seconds: float, drop_short: bool,
+              padding: str = "zero") -> list:
     """Segments of an int16-scale 16 kHz signal for several hops, from one logfbank pass."""
+    check_padding(padding)
     length = _samples(segment_seconds, "segment_seconds")
     seg_frames = num_frames(length)
     n = x.shape[0]
@@ -233,9 +277,7 @@ def _segments(x: np.ndarray, hops, segment_seconds: float, drop_short: bool) -> 
     if n < length:
         if drop_short:
             return [np.zeros((0, seg_frames, NFILT), np.float32) for _ in hops]
-        padded = np.zeros(length, np.float64)
-        padded[:n] = x
-        one = _psf_logfbank(padded).astype(np.float32)[None]
+        one = _psf_logfbank(pad_to_segment(x, length, padding)).astype(np.float32)[None]
         return [one for _ in hops]
     aligned = length % FRAME_STEP == 0 and all(
         s % FRAME_STEP == 0 for ss in starts for s in ss
@@ -276,6 +318,7 @@ def logfbank_segments(
     hop_seconds: float = TRAIN_HOP_SECONDS,
     segment_seconds: float = SEGMENT_SECONDS,
     drop_short: bool = False,
+    padding: str = "zero",
 ) -> np.ndarray:
     """Cut an utterance into 2-s segments of log filter-bank features (python_speech_features).
 
@@ -288,20 +331,24 @@ def logfbank_segments(
         hop_seconds: the step between segment starts (1.0 in training, 0.4 in evaluation).
         segment_seconds: the segment length (2.0 -> 197 frames).
         drop_short: give no segment for utterances of at most ``segment_seconds`` (Head
-            Fusion) instead of zero-padding a shorter one to a single segment.
+            Fusion) instead of padding a shorter one to a single segment.
+        padding: how an utterance shorter than ``segment_seconds`` fills its one segment:
+            ``"zero"`` (digital silence) or ``"repeat"`` (the waveform tiled). Longer utterances
+            are not affected, and ``drop_short`` wins (no segment either way).
 
     Returns:
         float32 array ``(n_segments, 197, 40)`` (``n_segments`` may be 0 with ``drop_short``).
 
     Raises:
-        UserError: an empty, non-1-D or non-finite waveform, or non-positive durations.
+        UserError: an empty, non-1-D or non-finite waveform, non-positive durations or an
+            unknown ``padding``.
 
     Example:
         >>> logfbank_segments(np.zeros(24000, "int16")).shape   # 1.5 s, padded
         (1, 197, 40)
     """
     x = to_int16_scale(waveform, sample_rate)
-    return _segments(x, [hop_seconds], segment_seconds, drop_short)[0]
+    return _segments(x, [hop_seconds], segment_seconds, drop_short, padding)[0]
 
 
 def logfbank_segments_multi(
@@ -310,14 +357,17 @@ def logfbank_segments_multi(
     hops=(TRAIN_HOP_SECONDS, EVAL_HOP_SECONDS),
     segment_seconds: float = SEGMENT_SECONDS,
     drop_short: bool = False,
+    padding: str = "zero",
 ) -> list[np.ndarray]:
     """:func:`logfbank_segments` for several hops at once, from a single logfbank pass.
+
+    ``padding`` is :func:`logfbank_segments`' (``"zero"`` or ``"repeat"``).
 
     Returns:
         A list with one float32 ``(n_segments, 197, 40)`` array per hop, in ``hops`` order.
     """
     x = to_int16_scale(waveform, sample_rate)
-    return _segments(x, list(hops), segment_seconds, drop_short)
+    return _segments(x, list(hops), segment_seconds, drop_short, padding)
 
 
 def filterbank(

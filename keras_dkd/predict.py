@@ -9,6 +9,11 @@ segment logits are summed per file. A file's logits are the mean of its segment 
 softmax. Memory depends on the block and batch sizes, not on the length of a file: an hour of
 audio is predicted in the memory a minute needs.
 
+A file shorter than one segment is padded to one, by default with zeros; ``padding="repeat"``
+repeats its waveform instead. Predict with the padding the model was trained with
+(:attr:`keras_dkd.options.DataOptions.padding`): a model trained on repeat-padded segments has
+never seen digital silence. Files of 2 s or more are not padded, whatever ``padding`` says.
+
 Segments of consecutive files share model batches, so many short files run as fast as one long
 one. A file that cannot be used (missing, empty, not audio, NaN samples, shorter than
 ``min_seconds``, ...) gets an ``"error"`` entry with a one-line message naming it; the other files'
@@ -52,13 +57,15 @@ def stream_segments(
     segment_seconds: float = features.SEGMENT_SECONDS,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
     min_seconds: float = DEFAULT_MIN_SECONDS,
+    padding: str = "zero",
 ) -> Iterator[np.ndarray]:
     """Log filter-bank segments of an audio file, computed block by block.
 
     Concatenated, the yielded arrays equal
     ``features.logfbank_segments(audio.read_audio(path), hop_seconds=hop_seconds)``: segments
     start every ``hop_seconds`` and lie entirely in the file (a tail shorter than a hop is
-    dropped), and a file shorter than a segment is zero-padded to one segment. Only the samples
+    dropped), and a file shorter than a segment is padded to one segment (``padding``: zeros or
+    the file repeated, as ``logfbank_segments(..., padding=padding)`` does). Only the samples
     that later segments still need are kept between blocks, so memory is bounded by
     ``block_seconds`` whatever the file's length.
 
@@ -68,6 +75,7 @@ def stream_segments(
         segment_seconds: segment length (2 s -> 197 frames).
         block_seconds: seconds of audio read at a time.
         min_seconds: refuse files shorter than this (0 accepts any file with a sample).
+        padding: ``"zero"`` or ``"repeat"``: how a file shorter than a segment fills it.
 
     Yields:
         float32 arrays ``(k, 197, 40)``, ``k >= 1``.
@@ -80,6 +88,7 @@ def stream_segments(
     Example:
         >>> n = sum(len(s) for s in stream_segments("03a01Fa.wav"))   # doctest: +SKIP
     """
+    features.check_padding(padding)
     rate = features.SAMPLE_RATE
     length = int(round(segment_seconds * rate))
     hop = int(round(hop_seconds * rate))
@@ -118,7 +127,8 @@ def stream_segments(
             )
         if total < length:  # never reached a full segment: pad the whole file to one
             yield features.logfbank_segments(
-                buffer, hop_seconds=hop_seconds, segment_seconds=segment_seconds)
+                buffer, hop_seconds=hop_seconds, segment_seconds=segment_seconds,
+                padding=padding)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -190,6 +200,7 @@ def predict_files(
     batch_size: int = 64,
     min_seconds: float = DEFAULT_MIN_SECONDS,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
+    padding: str = "zero",
 ) -> list[dict]:
     """Predict the emotion of each audio file, streaming it in bounded memory.
 
@@ -200,8 +211,11 @@ def predict_files(
         hop_seconds: step between 2-s segments (0.4 s, the evaluation hop).
         batch_size: segments per model call.
         min_seconds: files shorter than this get an error instead of a prediction (default
-            0.1 s); files shorter than a segment are zero-padded to one segment.
+            0.1 s); files shorter than a segment are padded to one segment.
         block_seconds: seconds of audio read at a time (bounds memory).
+        padding: how a file shorter than a segment fills it: ``"zero"`` (digital silence, the
+            default) or ``"repeat"`` (the file's waveform repeated); use the model's training
+            padding. Longer files are not affected.
 
     Returns:
         One dict per path, in the order given: ``{"file", "label", "probabilities"}`` with
@@ -225,6 +239,7 @@ def predict_files(
         raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not (isinstance(min_seconds, int | float) and min_seconds >= 0):
         raise UserError(f"min_seconds must be zero or positive, got {min_seconds!r}")
+    features.check_padding(padding)
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     paths = list(paths)
@@ -235,7 +250,7 @@ def predict_files(
         try:
             for segments in stream_segments(
                 Path(path), hop_seconds=hop_seconds, block_seconds=block_seconds,
-                min_seconds=min_seconds,
+                min_seconds=min_seconds, padding=padding,
             ):
                 batcher.add(segments, index)
         except AudioError as error:

@@ -311,3 +311,77 @@ def test_a_saved_bundle_loads_back_and_is_checked_against_the_options(records, t
         data.prepare(options, seed=5)  # another split seed: another file
     with pytest.raises(UserError, match="other data options"):
         bundles.load_bundle(path, expect=DataOptions("toy", protocol="loso", fold=2), seed=2)
+
+
+# ------------------------------------------------------------------------------ padding
+
+
+@pytest.mark.once
+def test_cache_keeps_zero_and_repeat_padded_entries_apart(records, tmp_path):
+    import json
+
+    n, entries_per_run = len(records), 2 * len(GROUPS)
+    root = tmp_path / "cache" / "features" / "toy" / "default"
+    data.reset_cache_stats()
+    zero = _prepare(records, tmp_path, protocol="loso", fold=0)
+    data.reset_cache_stats()
+    repeat = _prepare(records, tmp_path, protocol="loso", fold=0, padding="repeat")
+    assert data.cache_stats() == {"computed_utterances": n, "computed_entries": entries_per_run,
+                                  "loaded_entries": 0}  # the zero entries are not reused
+    assert len(list(root.iterdir())) == 2 * entries_per_run
+    paddings = [json.loads((e / "meta.json").read_text())["padding"] for e in root.iterdir()]
+    assert sorted(paddings) == ["repeat"] * entries_per_run + ["zero"] * entries_per_run
+
+    # each padding loads its own entries back, in either order
+    for padding, bundle in (("zero", zero), ("repeat", repeat), ("zero", zero)):
+        data.reset_cache_stats()
+        again = _prepare(records, tmp_path, protocol="loso", fold=0, padding=padding)
+        assert data.cache_stats() == {"computed_utterances": 0, "computed_entries": 0,
+                                      "loaded_entries": entries_per_run}
+        np.testing.assert_array_equal(again.train_set.segments, bundle.train_set.segments)
+        np.testing.assert_array_equal(again.test.segments, bundle.test.segments)
+
+    # the segments are logfbank_segments' with that padding: only short utterances differ
+    g0 = [r for r in records if r.group == "g0"]
+    for padding, bundle in (("zero", zero), ("repeat", repeat)):
+        expected = np.concatenate([features.logfbank_segments(r.audio, hop_seconds=0.4,
+                                                              padding=padding) for r in g0])
+        np.testing.assert_array_equal(bundle.test.segments, expected)
+    index = bundle.test.utterance_index
+    for i, r in enumerate(g0):
+        same = np.array_equal(zero.test.segments[index == i], repeat.test.segments[index == i])
+        assert same == (len(r.audio) >= 32000), r.utterance_id
+    assert zero.test.segments.min() < -20 < repeat.test.segments.min()
+
+
+@pytest.mark.once
+def test_cache_padding_in_meta_is_checked_and_drop_short_shares_entries(records, tmp_path):
+    import json
+
+    root = tmp_path / "cache" / "features" / "toy" / "default"
+    _prepare(records, tmp_path)
+    entries = sorted(root.iterdir())
+    # an entry written before padding was recorded (no "padding" field) is a zero-padded one
+    for entry in entries:
+        meta = json.loads((entry / "meta.json").read_text())
+        del meta["padding"]
+        (entry / "meta.json").write_text(json.dumps(meta))
+    data.reset_cache_stats()
+    _prepare(records, tmp_path)
+    assert data.cache_stats()["computed_entries"] == 0
+    # an entry whose meta.json names another padding is not used
+    meta = json.loads((entries[0] / "meta.json").read_text())
+    (entries[0] / "meta.json").write_text(json.dumps({**meta, "padding": "repeat"}))
+    data.reset_cache_stats()
+    _prepare(records, tmp_path)
+    assert data.cache_stats()["computed_entries"] == 1
+    assert json.loads((entries[0] / "meta.json").read_text())["padding"] == "zero"
+
+    # drop_short pads nothing: both paddings share one set of entries
+    data.reset_cache_stats()
+    dropped = _prepare(records, tmp_path, drop_short=True)
+    assert data.cache_stats()["computed_entries"] == 2 * len(GROUPS)
+    data.reset_cache_stats()
+    dropped_repeat = _prepare(records, tmp_path, drop_short=True, padding="repeat")
+    assert data.cache_stats()["computed_entries"] == 0
+    np.testing.assert_array_equal(dropped_repeat.train_set.segments, dropped.train_set.segments)

@@ -238,3 +238,74 @@ def test_logfbank_layer_dynamic_length_in_tf_function():
         reference = psf_logfbank(wave, **PSF)
         assert out.shape == reference.shape
         assert np.abs(out - reference).max() < 1e-3
+
+
+# ------------------------------------------------------------------------------- padding
+
+
+@pytest.mark.once
+def test_repeat_padding_fills_a_short_utterance_without_silence(utterances):
+    """A 0.7-s utterance: zero padding gives log(eps) frames, repeat padding none; the frames
+    whose window lies in the utterance are the same bit for bit."""
+    wave = utterances[0][:11200]  # the first 0.7 s of the shortest EmoDB utterance
+    zero = logfbank_segments(wave)
+    repeat = logfbank_segments(wave, padding="repeat")
+    assert zero.shape == repeat.shape == (1, 197, 40) and repeat.dtype == np.float32
+    assert zero.min() < -20  # digital silence: log(eps) = -36
+    assert repeat.min() > -20
+    inside = (len(wave) - features.FRAME_LENGTH) // features.FRAME_STEP + 1  # 67 frames
+    np.testing.assert_array_equal(repeat[0, :inside], zero[0, :inside])
+    assert not np.array_equal(repeat[0, inside:], zero[0, inside:])
+    # repeat = python_speech_features on the waveform tiled to 2 s
+    tiled = np.tile(wave.astype(np.float64), 3)[:32000]
+    np.testing.assert_array_equal(repeat[0], psf_logfbank(tiled, **PSF).astype(np.float32))
+    # every hop gives the same single segment; float input in [-1, 1] the same as int16
+    for hops in ((1.0,), (1.0, 0.4)):
+        for seg in features.logfbank_segments_multi(wave, hops=hops, padding="repeat"):
+            np.testing.assert_array_equal(seg, repeat)
+    np.testing.assert_array_equal(
+        logfbank_segments(wave.astype(np.float32) / 32768, padding="repeat"), repeat)
+
+
+@pytest.mark.once
+def test_repeat_padding_of_odd_lengths():
+    """One sample, a length that does not divide 2 s, and one sample short of 2 s."""
+    for n in (1, 641, 12345, 31999):
+        wave = _noise(n / 16000, seed=n)
+        tiled = np.tile(wave.astype(np.float64), -(-32000 // n))[:32000]
+        expected = psf_logfbank(tiled, **PSF).astype(np.float32)
+        np.testing.assert_array_equal(logfbank_segments(wave, padding="repeat")[0], expected)
+    np.testing.assert_array_equal(features.pad_to_segment(np.arange(3.0), 7, "repeat"),
+                                  [0, 1, 2, 0, 1, 2, 0])
+    np.testing.assert_array_equal(features.pad_to_segment(np.arange(3.0), 7, "zero"),
+                                  [0, 1, 2, 0, 0, 0, 0])
+
+
+@pytest.mark.once
+def test_padding_changes_nothing_but_the_short_segment(utterances):
+    """Utterances of 2 s or more, and drop_short, give the same segments for both paddings;
+    "zero" is the default and the existing result."""
+    for wave in [_noise(2.0), _noise(4.5, seed=3), *utterances[2:]]:
+        for hop in (1.0, 0.4):
+            zero = logfbank_segments(wave, hop_seconds=hop)
+            np.testing.assert_array_equal(
+                logfbank_segments(wave, hop_seconds=hop, padding="repeat"), zero)
+            np.testing.assert_array_equal(
+                logfbank_segments(wave, hop_seconds=hop, padding="zero"), zero)
+    short = _noise(1.5, seed=1)
+    for padding in ("zero", "repeat"):  # drop_short wins: no segment
+        assert logfbank_segments(short, drop_short=True, padding=padding).shape == (0, 197, 40)
+        assert all(s.shape == (0, 197, 40) for s in features.logfbank_segments_multi(
+            short, drop_short=True, padding=padding))
+    zero_padded = np.concatenate([short, np.zeros(8000, np.int16)]).astype(np.float64)
+    np.testing.assert_array_equal(logfbank_segments(short, padding="zero")[0],
+                                  psf_logfbank(zero_padded, **PSF).astype(np.float32))
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("padding", ["reflect", "", None, "Repeat"])
+def test_unknown_padding_raises(padding):
+    with pytest.raises(UserError, match="padding must be one of zero, repeat"):
+        logfbank_segments(_noise(1.0), padding=padding)
+    with pytest.raises(UserError, match="padding must be one of"):
+        features.logfbank_segments_multi(_noise(3.0), padding=padding)

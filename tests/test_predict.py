@@ -274,3 +274,44 @@ if __name__ == "__main__":  # the full benchmark: hop 0.4 s, as `keras-dkd predi
 
     with tempfile.TemporaryDirectory() as folder:
         print(json.dumps(run_hour_benchmark(folder, hop_seconds=0.4), indent=2))
+
+
+# ------------------------------------------------------------------------------ padding
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("block", [0.33, 5.0])
+def test_stream_segments_repeat_padding(audio_dir, block):
+    """A file shorter than a segment is padded as logfbank_segments pads it; longer files are
+    not affected by padding."""
+    short = audio_dir["short"]
+    streamed = np.concatenate(list(stream_segments(short, block_seconds=block,
+                                                   padding="repeat")))
+    expected = logfbank_segments(read_audio(short), hop_seconds=0.4, padding="repeat")
+    np.testing.assert_allclose(streamed, expected, rtol=0, atol=1e-4)
+    assert streamed.min() > -20  # no digital silence
+    zero = np.concatenate(list(stream_segments(short, block_seconds=block)))
+    assert zero.min() < -20
+    long = audio_dir["long_44k_stereo"]  # 10 s
+    np.testing.assert_array_equal(
+        np.concatenate(list(stream_segments(long, block_seconds=block))),
+        np.concatenate(list(stream_segments(long, block_seconds=block, padding="repeat"))))
+    with pytest.raises(UserError, match="padding must be one of"):
+        next(stream_segments(short, padding="reflect"))
+
+
+def test_predict_files_repeat_padding(model, audio_dir):
+    class_names = get_class_names(model)
+    paths = [audio_dir["short"], audio_dir["long_44k_stereo"]]  # 1.2 s and 10 s
+    zero = predict_files(model, paths, batch_size=BATCH)
+    repeat = predict_files(model, paths, batch_size=BATCH, padding="repeat")
+    segments = logfbank_segments(read_audio(paths[0]), hop_seconds=0.4, padding="repeat")
+    logits = _logits(model, segments).mean(axis=0)
+    expected = np.exp(logits - logits.max())
+    np.testing.assert_allclose(_probabilities(repeat[0], class_names), expected / expected.sum(),
+                               rtol=0, atol=2e-5)
+    assert not np.allclose(_probabilities(repeat[0], class_names),
+                           _probabilities(zero[0], class_names), rtol=0, atol=1e-3)
+    assert repeat[1] == zero[1]  # a file of 2 s or more is not padded
+    with pytest.raises(UserError, match="padding must be one of"):
+        predict_files(model, paths, padding="reflect")
