@@ -1,13 +1,20 @@
-"""Training batches whose order is a pure function of the seed and the epoch."""
+"""Training batches whose order (and augmentation) is a pure function of the seed and the epoch."""
 
 from __future__ import annotations
+
+import hashlib
 
 import keras
 import numpy as np
 
+from keras_dkd.augment import SpecAugment
 from keras_dkd.errors import UserError
 
 __all__ = ["EpochBatches"]
+
+# Appended to the augmentation seed. NumPy's SeedSequence pads short entropy with zeros, so
+# [*seed, epoch, 0] would give the same stream as the [*seed, epoch] of the epoch's order.
+_AUGMENT_TAG = int.from_bytes(hashlib.sha256(b"keras_dkd.augment").digest()[:4], "little")
 
 
 class EpochBatches(keras.utils.PyDataset):
@@ -24,11 +31,19 @@ class EpochBatches(keras.utils.PyDataset):
     different few each epoch). One batch shape means one compiled train step on XLA backends
     (TensorFlow's jit, JAX) instead of a second compilation for a smaller last batch.
 
+    With an active ``augment`` (:class:`keras_dkd.augment.SpecAugment`) each batch is masked
+    with a generator seeded from ``(seed, epoch, index)``, so batch ``i`` of epoch ``e`` is
+    masked the same way in every process too (and differently in every epoch). The masks go on
+    a copy: :attr:`features` is never changed. Only training sees them: evaluation, prediction
+    and export do not use this class.
+
     Args:
         features: float32 ``(n, 197, 40)`` segments.
         labels: int ``(n,)`` class ids.
         batch_size: segments per batch.
         seed: the shuffling seed (an int or a sequence of ints).
+        augment: a :class:`keras_dkd.augment.SpecAugment` (or its ``to_dict()``), or None for
+            no augmentation; an inactive one changes nothing.
 
     Example:
         >>> batches = EpochBatches(x, y, batch_size=32, seed=[0, 1])       # doctest: +SKIP
@@ -36,7 +51,7 @@ class EpochBatches(keras.utils.PyDataset):
         ...           callbacks=[EpochSetter(batches)])                   # doctest: +SKIP
     """
 
-    def __init__(self, features, labels, batch_size, seed):
+    def __init__(self, features, labels, batch_size, seed, augment=None):
         super().__init__()
         if len(features) != len(labels):
             raise UserError("features and labels differ in length")
@@ -46,6 +61,11 @@ class EpochBatches(keras.utils.PyDataset):
         self.labels = np.asarray(labels, np.int32)
         self.batch_size = int(batch_size)
         self.seed = [int(s) for s in np.atleast_1d(seed)]
+        if isinstance(augment, dict):
+            augment = SpecAugment.from_dict(augment)
+        if augment is not None and not isinstance(augment, SpecAugment):
+            raise UserError(f"augment must be a SpecAugment or None, got {augment!r}")
+        self.augment = augment
         self.epoch = 0
         self._order_epoch = None
         self._order = None
@@ -67,4 +87,11 @@ class EpochBatches(keras.utils.PyDataset):
         start = index * self.batch_size
         positions = np.arange(start, start + self.batch_size)
         chosen = np.take(self.order(self.epoch), positions, mode="wrap")
-        return self.features[chosen], self.labels[chosen]
+        x = self.features[chosen]  # a copy: masking it leaves self.features as it is
+        if self.augment is not None and self.augment.active:
+            x = self.augment.apply(x, self.augment_rng(self.epoch, index))
+        return x, self.labels[chosen]
+
+    def augment_rng(self, epoch: int, index: int) -> np.random.Generator:
+        """The generator of the masks of batch ``index`` in ``epoch``."""
+        return np.random.default_rng([*self.seed, int(epoch), int(index), _AUGMENT_TAG])
