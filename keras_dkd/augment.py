@@ -19,8 +19,10 @@ strong, artificial pattern. The segment's mean is a value its own distribution h
 the model's per-filter normalisation (if any) is applied it lands near that filter's typical
 level, which is what zero means for normalised features in the SpecAugment paper.
 
-**Cost.** One vectorised pass (a boolean mask built from broadcast comparisons and one
-``np.where``): about 0.2-0.3 ms for a ``(32, 197, 40)`` batch on one CPU core.
+**Cost.** Vectorised NumPy: the segment means, one copy, and whole masked frames and filters
+assigned at once. For a ``(32, 197, 40)`` batch with two masks of up to 20 frames and two of up to
+6 filters: 0.34 ms (best of 7 x 300, median 0.39 ms) on one core of a busy 2-core machine, against
+0.05 ms to gather the batch unmasked; 10 + 10 masks of full width, the worst case, 0.8 ms.
 
 Example:
     >>> import numpy as np
