@@ -14,7 +14,8 @@ import click
 
 from keras_dkd.corpora import CORPORA as DATASETS
 from keras_dkd.errors import UserError
-from keras_dkd.options import PROTOCOLS, SELECTIONS, VARIANTS
+from keras_dkd.options import PADDINGS, PROTOCOLS, SCHEDULES, SELECTIONS, VARIANTS
+from keras_dkd.recipes import RECIPES
 
 
 def user_errors(func):
@@ -202,23 +203,59 @@ def training_options(func):
             "down with --epochs for short runs; 0: full weight at once).",
         ),
         click.option(
+            "--recipe",
+            type=click.Choice(tuple(RECIPES)),
+            default=None,
+            help="The named recipe the training options start from: default (keras-dkd's, "
+            "measured), paper (DKDFMH as published), headfusion (the Head Fusion code's) "
+            "[default]. Options given below replace the recipe's values.",
+        ),
+        click.option(
             "--epochs",
             type=click.IntRange(min=1),
             metavar="INT",
-            default=50,
-            show_default=True,
-            help="Epochs of each phase (teacher, student).",
+            default=None,
+            help="Epoch budget of each phase (teacher, student) [recipe's].",
         ),
         click.option(
-            "--batch-size", type=click.IntRange(min=1), metavar="INT", default=32, show_default=True
+            "--batch-size", type=click.IntRange(min=1), metavar="INT", default=None,
+            help="[recipe's: 32]",
         ),
         click.option(
             "--learning-rate",
             type=click.FloatRange(min=0, min_open=True),
             metavar="FLOAT",
-            default=1e-4,
-            show_default=True,
-            help="Adam's learning rate (decayed as lr / (1 + 1e-6 step)).",
+            default=None,
+            help="Peak learning rate [recipe's].",
+        ),
+        click.option(
+            "--weight-decay",
+            type=click.FloatRange(min=0),
+            metavar="FLOAT",
+            default=None,
+            help="Decoupled weight decay [recipe's].",
+        ),
+        click.option(
+            "--schedule",
+            type=click.Choice(SCHEDULES),
+            default=None,
+            help="Learning rate over training [recipe's].",
+        ),
+        click.option(
+            "--patience",
+            type=click.IntRange(min=0),
+            metavar="INT",
+            default=None,
+            help="Stop a phase after INT epochs without a better validation UA (0: never) "
+            "[recipe's].",
+        ),
+        click.option(
+            "--dropout",
+            type=click.FloatRange(min=0, max=1, max_open=True),
+            metavar="FLOAT",
+            default=None,
+            help="Dropout before the classifier [recipe's]; a resumed run with dropout is "
+            "not bit-identical to an uninterrupted one.",
         ),
         click.option(
             "--select",
@@ -237,11 +274,23 @@ def training_options(func):
         ),
         click.option(
             "--normalize/--no-normalize",
-            default=False,
-            show_default=True,
-            help="Standardize features with training-split statistics.",
+            default=None,
+            help="Standardize features with training-split statistics, inside the model "
+            "[recipe's].",
+        ),
+        click.option(
+            "--padding",
+            type=click.Choice(PADDINGS),
+            default=None,
+            help="How an utterance shorter than 2 s fills its segment: zero (silence) or "
+            "repeat [recipe's].",
         ),
     )(func)
+
+
+def recipe_values(options: dict) -> dict:
+    """The options a command was given, without those left out (the recipe's apply)."""
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def variant_options(help_text):

@@ -20,11 +20,13 @@ def prepare(dataset, config_name, data_dir, manual_dir, cache_dir, max_utterance
     """
     config_name, _ = check_data_options(dataset, config_name)
     from keras_dkd import corpora, data
-    from keras_dkd.options import DataOptions
+    from keras_dkd.options import RunOptions
 
     builder = corpora.prepare(dataset, config_name, data_dir=data_dir, manual_dir=manual_dir)
-    options = DataOptions(dataset, config_name, data_dir=data_dir, manual_dir=manual_dir,
-                          cache_dir=cache_dir, max_utterances=max_utterances)
+    # The default recipe's data options (its padding): the features `train` will read.
+    options = RunOptions.from_flat(dataset=dataset, config=config_name, data_dir=data_dir,
+                                   manual_dir=manual_dir, cache_dir=cache_dir,
+                                   max_utterances=max_utterances).data
     bundle = data.prepare(options)
     info = bundle.describe()
     splits = info["splits"]

@@ -17,6 +17,7 @@ from keras_dkd.cli.options import (
     fold_index,
     protocol_options,
     quiet_option,
+    recipe_values,
     seed_option,
     training_options,
     unsafe_option,
@@ -212,7 +213,7 @@ def train(dataset, out, config_name, protocol, fold, teacher, overwrite, unsafe,
 
     # options: the data, training, --variant, --beta and --seed options, named as RunOptions'.
     run = RunOptions.from_flat(dataset=dataset, config=config_name, protocol=protocol, fold=fold,
-                               teacher=teacher, **options)
+                               teacher=teacher, **recipe_values(options))
     result = train_run(run, out, overwrite=overwrite, safe_mode=not unsafe, **_reporting(quiet))
     print_train_result(result)
 
@@ -266,7 +267,7 @@ def ablate(dataset, out, config_name, protocol, fold, seeds, betas, quiet, **opt
     from keras_dkd.options import RunOptions
 
     base = RunOptions.from_flat(dataset=dataset, config=config_name, protocol=protocol, fold=fold,
-                                **options)
+                                **recipe_values(options))
     table = studies.ablate(base, out, seeds=seeds or (0, 1, 2), betas=betas or None,
                            **_reporting(quiet))
     click.echo(reports.format_ablation(table).rstrip())
@@ -317,7 +318,7 @@ def cv(dataset, out, config_name, folds, quiet, **options):
     from keras_dkd.options import RunOptions
 
     base = RunOptions.from_flat(dataset=dataset, config=config_name, protocol="loso", fold=0,
-                                **options)
+                                **recipe_values(options))
     report = studies.cv(base, out, folds=fold_list, **_reporting(quiet))
     click.echo(reports.format_cv(report).rstrip())
     click.echo(f"\nwritten: {Path(out) / 'cv.md'}, cv.json")

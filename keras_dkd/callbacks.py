@@ -5,7 +5,8 @@
 - :class:`LearningRateLog` records the learning rate in effect;
 - :class:`PhaseCheckpoint` saves the whole training state every epoch (resume) and tracks the
   best epoch (model selection);
-- :class:`ScalarLogger` writes TensorBoard scalars on any backend.
+- :class:`ScalarLogger` writes TensorBoard scalars on any backend;
+- :class:`PatienceStop` ends a phase early once validation UA has stopped improving.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from keras_dkd.runs import read_json, to_builtin
 __all__ = [
     "EpochSetter",
     "LearningRateLog",
+    "PatienceStop",
     "PhaseCheckpoint",
     "ScalarLogger",
     "ValidationMetrics",
@@ -311,3 +313,23 @@ class LearningRateLog(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
         except (TypeError, ValueError):
             pass
+
+
+class PatienceStop(keras.callbacks.Callback):
+    """Stop training when ``should_stop()`` says so at an epoch's end (after the checkpoint).
+
+    The decision is a function of the phase's checkpoint state (the epochs completed and the best
+    epoch), not of state kept in this callback, so a resumed phase stops where an uninterrupted
+    one does.
+
+    Args:
+        should_stop: a function of no arguments returning True to stop.
+    """
+
+    def __init__(self, should_stop):
+        super().__init__()
+        self.should_stop = should_stop
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.should_stop():
+            self.model.stop_training = True

@@ -9,7 +9,7 @@ backend-specific code.
 The student objective is (mode ``dkd``, the DKDFMH recipe)::
 
     loss = ce_weight · CE(y, z_s) + w(epoch) · (α · TCKD + β · NCKD)
-    w(epoch) = min(epoch / warmup_epochs, 1)          (1 when warmup_epochs == 0)
+    w(epoch) = min(epoch / warmup_epochs, 1)          (epoch 1-based; 1 when warmup_epochs == 0)
 
 The other modes replace the distillation term: ``tckd`` → α · TCKD, ``nckd`` → β · NCKD,
 ``kd`` → α · KD, ``ce`` → nothing (no teacher needed), so a whole ablation runs on one code path.
@@ -55,7 +55,8 @@ class _LastValue(keras.metrics.Metric):
 
 
 class _WarmupSchedule(keras.callbacks.Callback):
-    """Sets the distiller's warm-up weight to ``min(epoch / warmup_epochs, 1)`` each epoch.
+    """Sets the distiller's warm-up weight to ``min((epoch + 1) / warmup_epochs, 1)`` each epoch
+    (``epoch`` 0-based, so the weight is that of the DKD reference's 1-based count).
 
     ``Distiller.fit`` adds it by itself. The weight is a model variable: on TensorFlow and
     PyTorch the compiled step reads the variable; on JAX the trainer gathers the model's
@@ -86,11 +87,11 @@ class Distiller(keras.Model):
     ``nckd`` for modes ``dkd``/``tckd``/``nckd``, ``kd`` for ``kd``; unweighted, already × T²),
     ``accuracy`` and ``warmup`` (the warm-up weight of the epoch).
 
-    The warm-up weight ``min(epoch / warmup_epochs, 1)`` is the non-trainable variable
-    ``warmup_weight``; :meth:`fit` updates it at the start of every epoch by itself (no callback
-    to pass), also when training resumes at a later epoch (``initial_epoch`` or
+    The warm-up weight ``min(epoch / warmup_epochs, 1)`` (1-based epochs) is the non-trainable
+    variable ``warmup_weight``; :meth:`fit` updates it at the start of every epoch by itself (no
+    callback to pass), also when training resumes at a later epoch (``initial_epoch`` or
     ``keras.callbacks.BackupAndRestore``). Outside ``fit`` (``train_on_batch``) it keeps its
-    value, initially that of epoch 0.
+    value, initially that of the first epoch.
 
     Checkpoints: the distiller's weights (``save_weights`` / ``load_weights``) hold the student,
     the teacher, the warm-up weight and, once compiled, the optimizer state (``compile`` builds
@@ -186,10 +187,15 @@ class Distiller(keras.Model):
 
     # ------------------------------------------------------------------ configuration
     def warmup_value(self, epoch):
-        """The warm-up weight for (0-based) ``epoch``: ``min(epoch / warmup_epochs, 1)``."""
+        """The warm-up weight for (0-based) ``epoch``: ``min((epoch + 1) / warmup_epochs, 1)``.
+
+        As in the DKD reference, which counts epochs from 1: the first epoch already gets
+        ``1 / warmup_epochs`` of the distillation term, and full weight arrives at epoch
+        ``warmup_epochs`` (1-based).
+        """
         if self.warmup_epochs == 0:
             return 1.0
-        return min(float(epoch) / self.warmup_epochs, 1.0)
+        return min(float(epoch + 1) / self.warmup_epochs, 1.0)
 
     @property
     def metrics(self):

@@ -219,8 +219,12 @@ def build_export_archive(model):
         )
     # The segmenting rule of fbank.logfbank_segments / keras-dkd predict: segments of 2 s
     # every 0.4 s that fit in the utterance (a tail shorter than a hop is dropped); an utterance
-    # shorter than 2 s is zero-padded to one segment. Each segment's features are computed on
-    # its own samples (its first sample is not pre-emphasised against the one before it).
+    # shorter than 2 s is padded to one segment as the model was trained (zeros, or the
+    # waveform repeated). Each segment's features are computed on its own samples (its first
+    # sample is not pre-emphasised against the one before it).
+    from keras_dkd.models import get_padding
+
+    repeat = get_padding(model) == "repeat"
     frontend = fbank.LogFBank()
     segment = int(round(fbank.SEGMENT_SECONDS * fbank.SAMPLE_RATE))
     hop = int(round(fbank.EVAL_HOP_SECONDS * fbank.SAMPLE_RATE))
@@ -239,7 +243,11 @@ def build_export_archive(model):
         tf.debugging.assert_greater(
             tf.size(waveform), 0, message="classify_waveform: the waveform is empty"
         )
-        waveform = tf.pad(waveform, [[0, tf.maximum(segment - tf.size(waveform), 0)]])
+        if repeat:  # tile a short waveform to one segment: index i reads sample i mod n
+            length = tf.maximum(tf.size(waveform), segment)
+            waveform = tf.gather(waveform, tf.range(length) % tf.size(waveform))
+        else:
+            waveform = tf.pad(waveform, [[0, tf.maximum(segment - tf.size(waveform), 0)]])
         count = 1 + (tf.size(waveform) - segment) // hop  # segments
 
         # Segment logits are summed batch by batch, so memory stays bounded by the batch size

@@ -408,6 +408,10 @@ class HeadFusion(_LayoutLayer):
     Args:
         heads: number of heads.
         hidden: channels of each head's Q, K and V.
+        kernel_init: ``"fused"`` (Glorot uniform over the whole fused kernel: limit
+            sqrt(6 / (channels + 3 * heads * hidden)), 0.084 for 80 -> 4 x 64) or ``"per_head"``
+            (the limit of one head's 1x1 convolution, sqrt(6 / (channels + hidden)), 0.204, as
+            3 * heads separate layers would be initialised).
         data_format: layout of the input map; None for the backend's fastest.
 
     Returns:
@@ -419,19 +423,25 @@ class HeadFusion(_LayoutLayer):
         (2, 64)
     """
 
-    def __init__(self, heads=4, hidden=64, data_format=None, **kwargs):
+    def __init__(self, heads=4, hidden=64, kernel_init="fused", data_format=None, **kwargs):
         super().__init__(data_format=data_format, **kwargs)
         if int(heads) < 1 or int(hidden) < 1:
             raise UserError(f"HeadFusion needs heads >= 1 and hidden >= 1, got {heads}, {hidden}")
+        if kernel_init not in ("fused", "per_head"):
+            raise UserError(f"kernel_init must be 'fused' or 'per_head', got {kernel_init!r}")
         self.heads = int(heads)
         self.hidden = int(hidden)
+        self.kernel_init = kernel_init
 
     def build(self, input_shape):
         channels = input_shape[self._channel_axis]
         width = 3 * self.heads * self.hidden
-        self.kernel = self.add_weight(
-            shape=(channels, width), initializer="glorot_uniform", name="kernel"
-        )
+        initializer = "glorot_uniform"
+        if self.kernel_init == "per_head":
+            limit = (6.0 / (channels + self.hidden)) ** 0.5
+            initializer = keras.initializers.RandomUniform(-limit, limit)
+        self.kernel = self.add_weight(shape=(channels, width), initializer=initializer,
+                                      name="kernel")
         self.bias = self.add_weight(shape=(width,), initializer="zeros", name="bias")
 
     def call(self, inputs):
@@ -462,7 +472,7 @@ class HeadFusion(_LayoutLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(heads=self.heads, hidden=self.hidden)
+        config.update(heads=self.heads, hidden=self.hidden, kernel_init=self.kernel_init)
         return config
 
 
@@ -492,10 +502,14 @@ class GlobalAveragePool(_LayoutLayer):
 class Logits(keras.layers.Layer):
     """Identity layer that names the classes of the logits it passes through.
 
-    keras-dkd models end with this layer, so a ``.keras`` file carries its class names.
+    keras-dkd models end with this layer, so a ``.keras`` file carries its class names, and how
+    an utterance shorter than one segment was padded in training (predict and export pad the
+    same way).
 
     Args:
         class_names: one name per logit, in order.
+        padding: ``"zero"`` or ``"repeat"``: the padding of short utterances the model was
+            trained with.
 
     Returns:
         Its input, unchanged.
@@ -506,12 +520,15 @@ class Logits(keras.layers.Layer):
         ['neutral', 'happy', 'angry', 'sad']
     """
 
-    def __init__(self, class_names, **kwargs):
+    def __init__(self, class_names, padding="zero", **kwargs):
         super().__init__(**kwargs)
         names = [str(name) for name in class_names]
         if not names or len(set(names)) != len(names):
             raise UserError(f"class_names must be non-empty and distinct, got {names}")
+        if padding not in ("zero", "repeat"):
+            raise UserError(f"padding must be 'zero' or 'repeat', got {padding!r}")
         self.class_names = names
+        self.padding = padding
 
     def build(self, input_shape):
         if input_shape[-1] is not None and input_shape[-1] != len(self.class_names):
@@ -528,4 +545,5 @@ class Logits(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config["class_names"] = list(self.class_names)
+        config["padding"] = self.padding
         return config

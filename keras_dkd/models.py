@@ -34,6 +34,7 @@ __all__ = [
     "ARCHITECTURES",
     "build_model",
     "get_class_names",
+    "get_padding",
     "recommended_jit_compile",
 ]
 
@@ -91,6 +92,9 @@ def build_model(
     class_names=None,
     normalization=None,
     name=None,
+    dropout=0.0,
+    head_init="fused",
+    padding="zero",
 ):
     """Build the DKDFMH network (or its "cnn" ablation) as a functional ``keras.Model``.
 
@@ -106,6 +110,11 @@ def build_model(
         normalization: None, or ``(mean, variance)`` arrays of shape (40,): a Normalization
             layer on the 40 filters right after the input, saved with the model.
         name: model name; default ``variant``.
+        dropout: dropout rate before the final Dense layer (0: none, the paper's network).
+        head_init: ``"fused"`` (Glorot over the head-fusion layer's fused kernel) or
+            ``"per_head"`` (Glorot over each head's 1x1 convolution).
+        padding: how short utterances were padded for training (``"zero"`` or ``"repeat"``),
+            recorded in the ``Logits`` layer so that predict and export pad the same way.
 
     Returns:
         A ``keras.Model`` with input ``features`` of shape (None, 197, 40), float32, and raw
@@ -133,11 +142,13 @@ def build_model(
     x = ConvBlock(64, name="conv4")(x)
     x = ConvBlock(80, name="conv5")(x)
     if variant == "cnn_mha":
-        x = HeadFusion(heads=heads, hidden=hidden, name="head_fusion")(x)
+        x = HeadFusion(heads=heads, hidden=hidden, kernel_init=head_init, name="head_fusion")(x)
     else:
         x = GlobalAveragePool(name="global_pool")(x)
+    if dropout:
+        x = keras.layers.Dropout(float(dropout), name="dropout")(x)
     x = keras.layers.Dense(len(names), name="dense")(x)
-    outputs = Logits(class_names=names, name="logits")(x)
+    outputs = Logits(class_names=names, padding=padding, name="logits")(x)
     return keras.Model(inputs, outputs, name=name or variant)
 
 
@@ -164,6 +175,20 @@ def get_class_names(model) -> list[str]:
         f"model {getattr(model, 'name', model)!r} has no Logits layer holding class names; "
         "use a model built or trained by keras-dkd"
     )
+
+
+def get_padding(model) -> str:
+    """How a keras-dkd model's training padded utterances shorter than one segment
+    (``"zero"`` for models saved before it was recorded).
+
+    Example:
+        >>> get_padding(build_model(padding="repeat"))
+        'repeat'
+    """
+    for layer in reversed(getattr(model, "layers", [])):
+        if isinstance(layer, Logits):
+            return getattr(layer, "padding", "zero")
+    return "zero"
 
 
 def recommended_jit_compile(backend=None):

@@ -50,7 +50,13 @@ PROTOCOLS = ("random", "loso")
 #: ``best``: the epoch with the best validation UA; ``last``: the last epoch.
 SELECTIONS = ("best", "last")
 #: Optimisers a recipe can name.
-OPTIMIZERS = ("adam",)
+OPTIMIZERS = ("adam", "adamw")
+#: Learning-rate schedules a recipe can name.
+SCHEDULES = ("constant", "inverse_time", "step", "cosine")
+#: Initialisations of the head-fusion layer's fused Q/K/V kernel.
+HEAD_INITS = ("fused", "per_head")
+#: How a short utterance fills its one segment.
+PADDINGS = ("zero", "repeat")
 
 
 def architecture(variant: str) -> str:
@@ -142,6 +148,8 @@ class DataOptions(_Options):
         max_utterances: a seeded stratified subset of this many utterances (quick runs).
         train_hop, eval_hop: the hop, in seconds, of the 2-s training segments (1 s) and of the
             validation and test segments (0.4 s).
+        padding: how an utterance shorter than one segment fills it: ``"zero"`` (digital
+            silence, the paper's) or ``"repeat"`` (the utterance repeated, no length cue).
         data_dir, manual_dir, cache_dir: the TFDS data directory, the raw corpus, the feature
             cache (None: :mod:`keras_dkd.paths`' defaults). Where, not what: a run may resume
             with other locations.
@@ -164,6 +172,7 @@ class DataOptions(_Options):
     max_utterances: int | None = None
     train_hop: float = 1.0
     eval_hop: float = 0.4
+    padding: str = "zero"
     data_dir: str | None = _location()
     manual_dir: str | None = _location()
     cache_dir: str | None = _location()
@@ -202,6 +211,7 @@ class DataOptions(_Options):
                       _number("max_utterances", self.max_utterances, low=2, integer=True))
         for name in ("train_hop", "eval_hop"):
             self._set(name, _number(name, getattr(self, name), low=0, low_open=True))
+        _choice("padding", self.padding, PADDINGS)
         for name in ("data_dir", "manual_dir", "cache_dir", "bundle_dir"):
             self._set(name, _optional_path(name, getattr(self, name)))
 
@@ -212,21 +222,42 @@ class DataOptions(_Options):
 
 @dataclass(frozen=True)
 class Recipe(_Options):
-    """How a run trains: objective, distillation weights, optimiser, schedule, selection.
+    """How a run trains: objective, optimiser, schedule, regularisation, selection.
+
+    The field defaults are the paper's recipe (:data:`keras_dkd.recipes.RECIPES` ``"paper"``);
+    :meth:`RunOptions.from_flat` and the CLI start from a named recipe instead (``"default"``
+    unless told otherwise) and apply the options given on top.
 
     Args:
+        name: the named recipe these values started from (a label: every value is explicit).
         variant: ``dkd``, ``kd``, ``tckd``, ``nckd`` (a CE teacher, then a student distilled
             with that objective), ``ce`` (one head-fusion CNN with cross-entropy) or ``cnn``
             (one CNN without attention, cross-entropy).
         alpha, beta: weights of TCKD (or KD) and NCKD (α=1, β=8).
         temperature: softmax temperature of the distillation terms (4).
-        warmup_epochs: epochs over which the distillation weight ramps from 0 to 1 (20).
-        epochs: epochs of each phase.
+        warmup_epochs: the distillation weight is ``min(epoch / warmup_epochs, 1)`` in 1-based
+            epochs, as in the DKD reference: full weight from epoch ``warmup_epochs`` (20).
+        epochs: the epoch budget of each phase.
         batch_size: training batch size.
-        optimizer: ``adam``.
-        learning_rate: the optimiser's initial learning rate.
-        lr_decay: the paper's "decay": ``lr / (1 + lr_decay · step)`` (Keras 2's legacy
-            ``decay`` argument; 0: constant).
+        optimizer: ``adam`` or ``adamw`` (Keras'; both apply ``weight_decay`` decoupled).
+        learning_rate: the peak learning rate.
+        weight_decay: decoupled weight decay (0: none).
+        schedule: the learning rate over training, after ``lr_warmup_epochs`` of linear
+            warm-up: ``constant``; ``inverse_time`` (``lr / (1 + lr_decay · step)``, Keras 2's
+            legacy ``decay``); ``step`` (× ``step_factor`` every ``step_epochs`` epochs);
+            ``cosine`` (to 0 at the end of the budget).
+        lr_decay: the rate of ``inverse_time``.
+        step_epochs, step_factor: the period and factor of ``step``.
+        lr_warmup_epochs: epochs of linear learning-rate warm-up from 0 (0: none).
+        patience: stop a phase once this many epochs have passed without a better validation
+            UA (0: train the whole budget); the best epoch is then kept (``select="best"``).
+        time_masks, time_width, freq_masks, freq_width: SpecAugment-style masks on the
+            training segments (count and maximum width in frames / filters; 0: none).
+        dropout: dropout rate before the classifier (0: none, as in the paper). Keras keeps
+            dropout's random state outside the checkpoint, so a run with dropout that is
+            interrupted and resumed is not bit-identical to an uninterrupted one.
+        head_init: ``fused`` (Glorot over the fused Q/K/V kernel of the head-fusion layer) or
+            ``per_head`` (Glorot over each head's 1x1 convolution, as separate layers get).
         select: ``best`` (each phase keeps its epoch with the best validation UA) or ``last``.
 
     Example:
@@ -234,6 +265,7 @@ class Recipe(_Options):
         20
     """
 
+    name: str = "paper"
     variant: str = "dkd"
     alpha: float = 1.0
     beta: float = 8.0
@@ -243,19 +275,42 @@ class Recipe(_Options):
     batch_size: int = 32
     optimizer: str = "adam"
     learning_rate: float = 1e-4
-    lr_decay: float = 1e-6
+    weight_decay: float = 1e-6
+    schedule: str = "constant"
+    lr_decay: float = 0.0
+    step_epochs: int = 10
+    step_factor: float = 0.1
+    lr_warmup_epochs: int = 0
+    patience: int = 0
+    time_masks: int = 0
+    time_width: int = 0
+    freq_masks: int = 0
+    freq_width: int = 0
+    dropout: float = 0.0
+    head_init: str = "fused"
     select: str = "best"
 
     def __post_init__(self):
+        _check(isinstance(self.name, str) and self.name != "",
+               f"name must be a recipe name, got {self.name!r}")
         _choice("variant", self.variant, VARIANTS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("head_init", self.head_init, HEAD_INITS)
         _choice("selection", self.select, SELECTIONS)
         for name, low, low_open in (("alpha", 0, False), ("beta", 0, False),
                                     ("temperature", 0, True), ("learning_rate", 0, True),
-                                    ("lr_decay", 0, False)):
+                                    ("weight_decay", 0, False), ("lr_decay", 0, False),
+                                    ("step_factor", 0, True)):
             self._set(name, _number(name, getattr(self, name), low=low, low_open=low_open))
-        for name, low in (("warmup_epochs", 0), ("epochs", 1), ("batch_size", 1)):
+        self._set("dropout", _number("dropout", self.dropout, low=0, high=1, high_open=True))
+        for name, low in (("warmup_epochs", 0), ("epochs", 1), ("batch_size", 1),
+                          ("step_epochs", 1), ("lr_warmup_epochs", 0), ("patience", 0),
+                          ("time_masks", 0), ("time_width", 0), ("freq_masks", 0),
+                          ("freq_width", 0)):
             self._set(name, _number(name, getattr(self, name), low=low, integer=True))
+        _check(self.time_width < 197 and self.freq_width < 40,
+               "time_width must be < 197 frames and freq_width < 40 filters")
 
     @property
     def distills(self) -> bool:
@@ -267,10 +322,17 @@ class Recipe(_Options):
         """The Distiller mode of the student phase (``ce`` for the CE-only variants)."""
         return self.variant if self.distills else "ce"
 
+    def to_dict(self) -> dict:
+        values = super().to_dict()
+        values["recipe"] = values.pop("name")  # the flat key: "name" alone would be ambiguous
+        return values
+
 
 # Fields of the run itself (beside data and recipe), and where each flat key belongs.
 _RUN_FIELDS = ("seed", "teacher")
-_RESULT_NEUTRAL = frozenset({"teacher"}) | DataOptions.location_fields()
+# The teacher's path (its bytes count, through the recorded SHA-256) and the recipe's name (a
+# label: its values count) do not change what a run computes.
+_RESULT_NEUTRAL = frozenset({"teacher", "recipe"}) | DataOptions.location_fields()
 
 
 @dataclass(frozen=True)
@@ -312,12 +374,18 @@ class RunOptions(_Options):
     def from_flat(cls, **options) -> RunOptions:
         """Build from flat keyword arguments (``dataset=..., fold=..., epochs=..., seed=...``).
 
+        ``recipe`` names the recipe of :mod:`keras_dkd.recipes` the other values start from
+        (default ``"default"``); every option given explicitly wins over it.
+
         Raises:
             UserError: an unknown option name or a bad value.
         """
+        from keras_dkd.recipes import recipe_values
+
+        options = {**recipe_values(options.get("recipe", "default")), **options}
         parts: dict[str, dict] = {"data": {}, "recipe": {}, "run": {}}
         for key, value in options.items():
-            parts[_owner(key)][key] = value
+            parts[_owner(key)][_field(key)] = value
         return cls(data=DataOptions(**parts["data"]), recipe=Recipe(**parts["recipe"]),
                    **parts["run"])
 
@@ -337,10 +405,17 @@ class RunOptions(_Options):
         return cls.from_flat(**values)
 
     def replace(self, **changes) -> RunOptions:
-        """A copy with some fields changed, named flat (``replace(variant="kd", fold=3)``)."""
+        """A copy with some fields changed, named flat (``replace(variant="kd", fold=3)``).
+
+        ``recipe="paper"`` switches to that named recipe's values (the other changes win).
+        """
+        if "recipe" in changes:
+            from keras_dkd.recipes import recipe_values
+
+            changes = {**recipe_values(changes["recipe"]), **changes}
         parts: dict[str, dict] = {"data": {}, "recipe": {}, "run": {}}
         for key, value in changes.items():
-            parts[_owner(key)][key] = value
+            parts[_owner(key)][_field(key)] = value
         return dataclasses.replace(
             self,
             data=dataclasses.replace(self.data, **parts["data"]),
@@ -361,10 +436,14 @@ class RunOptions(_Options):
         return self.data.resolved_split_seed(self.seed)
 
 
+def _field(key: str) -> str:
+    return "name" if key == "recipe" else key
+
+
 def _owner(key: str) -> str:
     if key in DataOptions.field_names():
         return "data"
-    if key in Recipe.field_names():
+    if key == "recipe" or (key in Recipe.field_names() and key != "name"):
         return "recipe"
     if key in _RUN_FIELDS:
         return "run"

@@ -14,6 +14,7 @@ from keras_dkd.batches import EpochBatches
 from keras_dkd.callbacks import (
     EpochSetter,
     LearningRateLog,
+    PatienceStop,
     PhaseCheckpoint,
     ScalarLogger,
     ValidationMetrics,
@@ -25,13 +26,17 @@ from keras_dkd.runs import RunDir, set_seed
 __all__ = ["Phase", "make_optimizer"]
 
 
-def make_optimizer(recipe: Recipe):
-    """The recipe's optimiser: Adam with the legacy decay ``lr / (1 + lr_decay * step)``."""
-    schedule = keras.optimizers.schedules.InverseTimeDecay(
-        initial_learning_rate=float(recipe.learning_rate), decay_steps=1,
-        decay_rate=float(recipe.lr_decay),
+def make_optimizer(recipe: Recipe, steps_per_epoch: int):
+    """The recipe's optimiser with its learning-rate schedule (:mod:`keras_dkd.schedules`)."""
+    from keras_dkd.schedules import RecipeSchedule
+
+    schedule = RecipeSchedule(
+        recipe.learning_rate, steps_per_epoch, recipe.epochs, kind=recipe.schedule,
+        warmup_epochs=recipe.lr_warmup_epochs, decay=recipe.lr_decay,
+        period=recipe.step_epochs, factor=recipe.step_factor,
     )
-    return keras.optimizers.Adam(learning_rate=schedule)
+    kind = keras.optimizers.AdamW if recipe.optimizer == "adamw" else keras.optimizers.Adam
+    return kind(learning_rate=schedule, weight_decay=recipe.weight_decay or None)
 
 
 class Phase:
@@ -75,25 +80,40 @@ class Phase:
             info = self._info(checkpoint.epochs_completed, checkpoint.state.get("selected_epoch"),
                               checkpoint.state.get("selected_val_ua"))
             return load_model(run.model(self.name)), {**info, "skipped": True}
-        model, trainer = self._build(variant, mode, teacher)
+        batches = self._batches()
+        model, trainer = self._build(variant, mode, teacher, len(batches))
         initial_epoch = checkpoint.restore(trainer)
-        self._fit(trainer, model, initial_epoch, mode, variant)
+        self._fit(trainer, model, batches, initial_epoch, mode, variant)
         recipe = self.options.recipe
-        selected = recipe.epochs
+        selected = checkpoint.epochs_completed
         if recipe.select == "best" and checkpoint.best_epoch is not None:
             selected = checkpoint.load_best(trainer)
         row = next((r for r in checkpoint.history if int(r["epoch"]) == selected), {})
         save_model(model, run.model(self.name))
         checkpoint.mark_complete({"selected_epoch": selected, "selected_val_ua": row.get("val_ua")})
-        info = self._info(recipe.epochs, selected, row.get("val_ua"))
+        info = self._info(checkpoint.epochs_completed, selected, row.get("val_ua"))
         return model, {**info, "resumed_from": initial_epoch or None, "skipped": False}
 
-    def _info(self, epochs, selected, val_ua) -> dict:
-        return {"path": str(self.run.model(self.name)), "epochs": epochs,
-                "selected_epoch": selected, "val_ua": val_ua, "resumed_from": None,
-                "rows": self.checkpoint.history}
+    def _info(self, epochs_run, selected, val_ua) -> dict:
+        return {"path": str(self.run.model(self.name)), "epochs": self.options.recipe.epochs,
+                "epochs_run": epochs_run, "selected_epoch": selected, "val_ua": val_ua,
+                "resumed_from": None, "rows": self.checkpoint.history}
 
-    def _build(self, variant, mode, teacher):
+    def _batches(self) -> EpochBatches:
+        from keras_dkd.training import PHASE_SEEDS, train_arrays
+
+        recipe = self.options.recipe
+        augment = None
+        if recipe.time_masks or recipe.freq_masks:
+            from keras_dkd.augment import SpecAugment
+
+            augment = SpecAugment(time_masks=recipe.time_masks, time_width=recipe.time_width,
+                                  freq_masks=recipe.freq_masks, freq_width=recipe.freq_width)
+        features, labels = train_arrays(self.bundle)
+        return EpochBatches(features, labels, recipe.batch_size,
+                            seed=[self.options.seed, PHASE_SEEDS[self.name]], augment=augment)
+
+    def _build(self, variant, mode, teacher, steps_per_epoch):
         """The phase's model and what trains it (the model itself, or a Distiller), compiled."""
         from keras_dkd.distiller import Distiller
         from keras_dkd.models import build_model
@@ -102,30 +122,34 @@ class Phase:
         recipe = self.options.recipe
         set_seed(phase_seed(self.options.seed, self.name))
         model = build_model(variant=variant, class_names=self.bundle.class_names,
-                            normalization=self.bundle.normalization, name=self.name)
+                            normalization=self.bundle.normalization, name=self.name,
+                            dropout=recipe.dropout, head_init=recipe.head_init,
+                            padding=self.options.data.padding)
+        optimizer = make_optimizer(recipe, steps_per_epoch)
         if mode == "ce" and teacher is None:
             model.compile(
-                optimizer=make_optimizer(recipe),
+                optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             )
             return model, model
         trainer = Distiller(teacher, model, mode=mode, alpha=recipe.alpha, beta=recipe.beta,
                             temperature=recipe.temperature, warmup_epochs=recipe.warmup_epochs)
-        trainer.compile(optimizer=make_optimizer(recipe))
+        trainer.compile(optimizer=optimizer)
         return model, trainer
 
-    def _fit(self, trainer, model, initial_epoch, mode, variant) -> None:
-        from keras_dkd.training import PHASE_SEEDS, train_arrays
+    def _stopped_early(self) -> bool:
+        """True when the phase's validation UA has not improved for ``patience`` epochs."""
+        patience, best = self.options.recipe.patience, self.checkpoint.best_epoch
+        return bool(patience) and best is not None and (
+            self.checkpoint.epochs_completed - best >= patience)
 
+    def _fit(self, trainer, model, batches, initial_epoch, mode, variant) -> None:
         recipe = self.options.recipe
-        features, labels = train_arrays(self.bundle)
-        batches = EpochBatches(features, labels, recipe.batch_size,
-                               seed=[self.options.seed, PHASE_SEEDS[self.name]])
         self.progress.emit(event="phase", phase=self.name, status="start", epochs=recipe.epochs,
                            initial_epoch=initial_epoch, mode=mode, model_variant=variant,
                            steps_per_epoch=len(batches))
-        if initial_epoch >= recipe.epochs:
+        if initial_epoch >= recipe.epochs or self._stopped_early():
             return
         callbacks = [
             EpochSetter(batches),
@@ -133,6 +157,7 @@ class Phase:
             LearningRateLog(),
             self.checkpoint,
             ScalarLogger(self.run.logs(self.name)),
+            *([PatienceStop(self._stopped_early)] if recipe.patience else []),
             *(self.progress.callbacks or []),
         ]
         trainer.fit(batches, epochs=recipe.epochs, initial_epoch=initial_epoch, shuffle=False,

@@ -9,9 +9,9 @@ segment logits are summed per file. A file's logits are the mean of its segment 
 softmax. Memory depends on the block and batch sizes, not on the length of a file: an hour of
 audio is predicted in the memory a minute needs.
 
-A file shorter than one segment is padded to one, by default with zeros; ``padding="repeat"``
-repeats its waveform instead. Predict with the padding the model was trained with
-(:attr:`keras_dkd.options.DataOptions.padding`): a model trained on repeat-padded segments has
+A file shorter than one segment is padded to one the way the model's training padded short
+utterances (recorded in the model, :func:`keras_dkd.models.get_padding`): with zeros, or with its
+waveform repeated (``padding=`` overrides it). A model trained on repeat-padded segments has
 never seen digital silence. Files of 2 s or more are not padded, whatever ``padding`` says.
 
 Segments of consecutive files share model batches, so many short files run as fast as one long
@@ -200,7 +200,7 @@ def predict_files(
     batch_size: int = 64,
     min_seconds: float = DEFAULT_MIN_SECONDS,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
-    padding: str = "zero",
+    padding: str | None = None,
 ) -> list[dict]:
     """Predict the emotion of each audio file, streaming it in bounded memory.
 
@@ -213,9 +213,9 @@ def predict_files(
         min_seconds: files shorter than this get an error instead of a prediction (default
             0.1 s); files shorter than a segment are padded to one segment.
         block_seconds: seconds of audio read at a time (bounds memory).
-        padding: how a file shorter than a segment fills it: ``"zero"`` (digital silence, the
-            default) or ``"repeat"`` (the file's waveform repeated); use the model's training
-            padding. Longer files are not affected.
+        padding: how a file shorter than a segment fills it: ``"zero"`` (digital silence) or
+            ``"repeat"`` (the file's waveform repeated); None (default): the model's training
+            padding, recorded in its ``Logits`` layer. Longer files are not affected.
 
     Returns:
         One dict per path, in the order given: ``{"file", "label", "probabilities"}`` with
@@ -231,8 +231,10 @@ def predict_files(
         >>> [r.get("label", r.get("error")) for r in results]              # doctest: +SKIP
         ['happy', 'missing.wav: no such file; check the path']
     """
-    from keras_dkd.models import get_class_names
+    from keras_dkd.models import get_class_names, get_padding
 
+    if padding is None:
+        padding = get_padding(model)
     _check_positive(hop_seconds, "hop_seconds")
     _check_positive(block_seconds, "block_seconds")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:

@@ -123,13 +123,14 @@ def test_warmup_weight_follows_epochs_inside_compiled_steps(jit_compile):
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
     x, y = batch()
     history = distiller.fit(x, y, batch_size=8, epochs=4, verbose=0).history
-    assert history["warmup"] == pytest.approx([0.0, 1 / 20, 2 / 20, 3 / 20], abs=1e-7)
+    # the DKD reference's 1-based count: 1/20 in the first epoch, full weight at epoch 20
+    assert history["warmup"] == pytest.approx([1 / 20, 2 / 20, 3 / 20, 4 / 20], abs=1e-7)
     assert set(history) == {"loss", "ce", "tckd", "nckd", "accuracy", "warmup"}
     # The logged objective uses that epoch's weight: the variable reaches the compiled step.
     for epoch in range(4):
         assert history["loss"][epoch] == pytest.approx(_objective(history, epoch), rel=1e-5)
-    assert history["loss"][0] == pytest.approx(history["ce"][0], rel=1e-6)  # weight 0
-    assert history["loss"][3] > history["ce"][3] + 1e-3  # weight 3/20 really counts
+    assert history["loss"][0] > history["ce"][0]  # weight 1/20: the first epoch distils too
+    assert history["loss"][3] > history["ce"][3] + 1e-3  # weight 4/20 really counts
 
     # a second fit continues the schedule from initial_epoch
     resumed = distiller.fit(x, y, batch_size=8, epochs=22, initial_epoch=20, verbose=0)
@@ -236,7 +237,8 @@ def test_student_saves_alone_and_reloads_without_the_distiller(tmp_path):
     distiller.save(whole)
     again = keras.saving.load_model(whole)
     assert isinstance(again, Distiller) and again.mode == "dkd" and not again.teacher.trainable
-    assert float(keras.ops.convert_to_numpy(again.warmup_weight.value)) == pytest.approx(0.25)
+    # the second epoch's weight, 2/4 (1-based count)
+    assert float(keras.ops.convert_to_numpy(again.warmup_weight.value)) == pytest.approx(0.5)
     assert int(keras.ops.convert_to_numpy(again.optimizer.iterations)) == 4
     np.testing.assert_allclose(again.student.predict(x, verbose=0), expected, atol=1e-6)
 
@@ -249,7 +251,7 @@ def test_student_saves_alone_and_reloads_without_the_distiller(tmp_path):
     fresh.compile(optimizer="adam")
     fresh.load_weights(weights)
     assert int(keras.ops.convert_to_numpy(fresh.optimizer.iterations)) == 4
-    assert float(keras.ops.convert_to_numpy(fresh.warmup_weight.value)) == pytest.approx(0.25)
+    assert float(keras.ops.convert_to_numpy(fresh.warmup_weight.value)) == pytest.approx(0.5)
     for a, b in zip(distiller.optimizer.variables, fresh.optimizer.variables, strict=True):
         np.testing.assert_array_equal(
             keras.ops.convert_to_numpy(a.value), keras.ops.convert_to_numpy(b.value)
@@ -300,7 +302,7 @@ def test_backup_and_restore_resumes_exactly(tmp_path):
     resumed_distiller = fresh()
     resumed = fit(resumed_distiller, [keras.callbacks.BackupAndRestore(backup)])
     assert resumed.epoch == [2, 3]
-    assert resumed.history["warmup"] == pytest.approx([0.5, 0.75])
+    assert resumed.history["warmup"] == pytest.approx([0.75, 1.0])  # epochs 3 and 4 of 4
     assert resumed.history["loss"] == pytest.approx(full["loss"][2:], rel=1e-5)
     assert int(keras.ops.convert_to_numpy(resumed_distiller.optimizer.iterations)) == 8
     for a, b in zip(reference.student.weights, resumed_distiller.student.weights, strict=True):

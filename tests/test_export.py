@@ -493,3 +493,37 @@ def test_a_model_with_other_inputs_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"\(None, 197, 40\)"):
         export_saved_model(model, tmp_path / "emotion")
     assert list((tmp_path / "emotion").iterdir()) == []
+
+
+def test_repeat_padded_models_are_served_with_repeat_padding(tmp_path, emodb_dir):
+    """A model trained on repeat-padded short utterances records it; its classify_waveform
+    pads short waveforms the same way, equal to keras-dkd predict (which reads the model)."""
+    import keras
+    import soundfile
+    import tensorflow as tf
+
+    from keras_dkd.export import export_saved_model
+    from keras_dkd.models import build_model, get_padding
+    from keras_dkd.predict import predict_files
+
+    wavs = sorted((emodb_dir / "wav").glob("03*.wav"))
+    short = [p for p in wavs if soundfile.info(p).duration < 1.8]
+    assert short, "EmoDB speaker 03 has utterances shorter than 2 s"
+    wavs = short[:3]
+    keras.utils.set_random_seed(3)
+    model = build_model(padding="repeat")
+    assert get_padding(model) == "repeat"
+    dense = model.get_layer("dense")  # sharper than a fresh model's near-uniform output
+    dense.kernel.assign(dense.kernel * 30.0)
+    loaded = tf.saved_model.load(str(export_saved_model(model, tmp_path / "exports")))
+    classify = loaded.signatures["classify_waveform"]
+    repeat = predict_files(model, wavs)
+    zero = predict_files(model, wavs, padding="zero")
+    gaps = []
+    for wav, want, other in zip(wavs, repeat, zero, strict=True):
+        audio, _ = soundfile.read(wav, dtype="float32")
+        got = classify(waveform=tf.constant(audio))["probabilities"].numpy()
+        probs = [want["probabilities"][c] for c in CLASSES]
+        np.testing.assert_allclose(got, probs, atol=1e-3, rtol=0)
+        gaps.append(np.abs(np.subtract(probs, [other["probabilities"][c] for c in CLASSES])).max())
+    assert max(gaps) > 3e-3  # the padding matters more than the export's tolerance

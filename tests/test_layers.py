@@ -223,3 +223,20 @@ def test_logits_is_identity_and_checks_names():
         Logits(class_names=["a", "a"])
     with pytest.raises(UserError, match="3 logits for 2 class names"):
         Logits(class_names=["a", "b"])(value)
+
+
+def test_head_fusion_per_head_initialisation_uses_one_heads_fan():
+    """per_head: Glorot over a head's 80 -> 64 1x1 convolution (limit 0.204), not over the
+    fused 80 -> 768 kernel (0.084); the choice is saved with the layer."""
+    keras.utils.set_random_seed(0)
+    limits = {}
+    for init in ("fused", "per_head"):
+        layer = HeadFusion(heads=4, hidden=64, kernel_init=init, data_format="channels_last")
+        layer.build((None, 49, 9, 80))
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        limits[init] = float(np.abs(kernel).max())
+        assert HeadFusion.from_config(layer.get_config()).kernel_init == init
+    assert 0.08 < limits["fused"] <= (6 / (80 + 768)) ** 0.5
+    assert 0.19 < limits["per_head"] <= (6 / (80 + 64)) ** 0.5
+    with pytest.raises(UserError, match="kernel_init"):
+        HeadFusion(kernel_init="orthogonal")

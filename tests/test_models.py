@@ -249,3 +249,20 @@ def _run_here(folder, *actions):
     finally:
         sys.argv = argv
     return buffer.getvalue()
+
+
+def test_recipe_knobs_dropout_and_per_head_init_keep_the_parameter_count(segments, tmp_path):
+    from keras_dkd.io import load_model
+
+    model = build_model(dropout=0.3, head_init="per_head")
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 155636
+    assert model.get_layer("dropout").rate == 0.3
+    assert model.get_layer("head_fusion").kernel_init == "per_head"
+    # dropout is off at inference: predictions are deterministic and survive a save
+    first = model.predict(segments, verbose=0)
+    np.testing.assert_array_equal(first, model.predict(segments, verbose=0))
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(
+        load_model(tmp_path / "m.keras").predict(segments, verbose=0), first, atol=1e-5
+    )
+    assert "dropout" not in [layer.name for layer in build_model().layers]

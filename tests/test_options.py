@@ -14,7 +14,8 @@ from keras_dkd.options import DataOptions, Recipe, RunOptions, architecture
 @pytest.mark.once
 def test_flat_options_route_to_data_recipe_and_run_and_round_trip_through_json():
     options = RunOptions.from_flat(dataset="emodb", protocol="loso", fold="speaker08",
-                                   variant="kd", epochs=5, seed=3, cache_dir="/tmp/c")
+                                   variant="kd", epochs=5, seed=3, cache_dir="/tmp/c",
+                                   recipe="paper")
     assert options.data == DataOptions("emodb", "four_class", "loso", 1, cache_dir="/tmp/c")
     assert options.recipe == Recipe(variant="kd", epochs=5)
     assert options.seed == 3 and options.split_seed == 3
@@ -43,7 +44,7 @@ def test_differences_count_what_a_run_computes_not_where_files_live():
     a = RunOptions.from_flat(dataset="emodb", data_dir="/a", cache_dir="/c1", teacher=None)
     b = a.replace(data_dir="/b", cache_dir="/c2", manual_dir="/m", bundle_dir="/x")
     assert a.differences(b) == []
-    c = a.replace(learning_rate=1e-3, split_seed=4)
+    c = a.replace(learning_rate=3e-3, split_seed=4)
     assert sorted(d.split()[0] for d in a.differences(c)) == ["learning_rate", "split_seed"]
     assert a.differences(c.to_dict())  # a config.json dict works too
 
@@ -83,3 +84,52 @@ def test_bad_values_are_user_errors_naming_the_option(flat, match):
 def test_from_dict_refuses_what_is_not_an_options_object(value):
     with pytest.raises(UserError, match="must be a JSON object"):
         RunOptions.from_dict(value)
+
+
+# ------------------------------------------------------------------------------------------
+# named recipes
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.once
+def test_named_recipes_start_the_options_and_explicit_values_win():
+    from keras_dkd.recipes import RECIPES
+
+    default = RunOptions.from_flat(dataset="emodb")
+    assert default.recipe.name == "default" and default.recipe.learning_rate == 1e-3
+    assert default.data.normalize is True and default.data.padding == "repeat"
+    paper = RunOptions.from_flat(dataset="emodb", recipe="paper")
+    assert paper.recipe == Recipe()  # the dataclass defaults are the paper's recipe
+    assert (paper.recipe.learning_rate, paper.recipe.weight_decay, paper.recipe.schedule) == (
+        1e-4, 1e-6, "constant")
+    assert paper.data.normalize is False and paper.data.padding == "zero"
+    headfusion = RunOptions.from_flat(dataset="emodb", recipe="headfusion", epochs=7)
+    assert headfusion.recipe.schedule == "step" and headfusion.recipe.epochs == 7
+    assert headfusion.data.drop_short is True
+    # switching recipe in a variant takes all of its values
+    assert default.replace(recipe="paper") == paper
+    # config.json names the recipe and holds every value; reading it back changes nothing
+    assert RunOptions.from_dict(headfusion.to_dict()) == headfusion
+    assert headfusion.to_dict()["recipe"] == "headfusion"
+    # the name is a label: same values, another name, same results
+    assert default.differences(default.replace(recipe="paper").replace(**{
+        k: v for k, v in RECIPES["default"].items()})) == []
+    with pytest.raises(UserError, match="unknown recipe 'fast'"):
+        RunOptions.from_flat(dataset="emodb", recipe="fast")
+
+
+@pytest.mark.once
+def test_recipe_schedules_warm_up_and_decay():
+    from keras_dkd.schedules import RecipeSchedule
+
+    def rates(schedule, steps):
+        return [float(schedule(s)) for s in steps]
+
+    cosine = RecipeSchedule(1e-3, steps_per_epoch=10, epochs=10, kind="cosine", warmup_epochs=2)
+    assert rates(cosine, [0, 9, 19]) == pytest.approx([5e-5, 5e-4, 1e-3], rel=1e-5)
+    assert rates(cosine, [60, 100]) == pytest.approx([5e-4, 0.0], abs=1e-9)
+    step = RecipeSchedule(1e-3, 5, 50, kind="step", period=10, factor=0.1)
+    assert rates(step, [0, 49, 50, 100]) == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5], rel=1e-5)
+    legacy = RecipeSchedule(1e-4, 5, 50, kind="inverse_time", decay=1e-6)
+    assert rates(legacy, [1000]) == pytest.approx([1e-4 / (1 + 1e-3)], rel=1e-6)
+    assert RecipeSchedule.from_config(cosine.get_config()).get_config() == cosine.get_config()

@@ -1,0 +1,261 @@
+"""The recipes study: which training recipe makes the head-fusion network learn (issue 15).
+
+EmoDB four_class, leave-one-speaker-out: every setting (recipe × variant) is trained on each
+fold and seed with the library (``keras_dkd.training.train``, one resumable run directory each,
+so an interrupted study continues where it stopped), then tested once on the held-out speaker.
+
+Two modes:
+
+- ``explore``: candidate recipes on some folds, reporting **validation** UA only (the selected
+  epoch's UA on the validation speakers, carved from the training speakers): this is what the
+  default recipe was chosen on. Test numbers are not printed.
+- ``final``: the settings of the report (``default`` for ``cnn`` and ``cnn_mha``, ``paper`` and
+  ``headfusion`` for ``cnn_mha``) on all folds, writing ``docs/results/recipes.json`` (one record
+  per trained model), ``recipes.md`` (per fold and mean ± sd) and ``recipes.png``.
+
+Example (the command behind docs/results/recipes.md)::
+
+    KERAS_BACKEND=tensorflow python benchmarks/recipes.py final --runs runs/recipes \\
+        --seeds 0 1 --manual-dir ../shared/data/emodb
+
+Candidates for ``explore`` are named ``recipe[:key=value,...]``, e.g.
+``default:dropout=0,time_masks=0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FINAL = (("default", "cnn_mha"), ("default", "cnn"), ("paper", "cnn_mha"),
+         ("headfusion", "cnn_mha"))
+
+
+def _parse_setting(text: str) -> tuple[str, dict]:
+    name, _, rest = text.partition(":")
+    changes = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            changes[key] = json.loads(value)
+        except ValueError:
+            changes[key] = value
+    return name, changes
+
+
+def _train_one(setting, variant, fold, seed, args, extra=None):
+    """Train one model (or find it trained); return its record."""
+    from keras_dkd import corpora
+    from keras_dkd.options import RunOptions
+    from keras_dkd.training import train
+
+    name, changes = _parse_setting(setting)
+    options = RunOptions.from_flat(
+        dataset="emodb", protocol="loso", fold=fold, seed=seed, recipe=name,
+        variant="ce" if variant == "cnn_mha" else "cnn", manual_dir=args.manual_dir,
+        data_dir=args.data_dir, cache_dir=args.cache_dir, **{**changes, **(extra or {})},
+    )
+    group = corpora.groups("emodb")[fold]
+    run_dir = Path(args.runs) / setting.replace(":", "_").replace(",", "_").replace("=", "-") \
+        / variant / f"fold{fold}-{group}" / f"seed{seed}"
+    wall_file = run_dir / "wall.json"
+    start = time.perf_counter()
+    result = train(options, run_dir)
+    wall = time.perf_counter() - start
+    if result["status"] != "complete" or not wall_file.is_file():
+        previous = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else 0.0
+        wall_file.write_text(json.dumps({"seconds": previous + wall}))
+    student = result["metrics"]["student"]
+    phase = result["phases"].get("student", {})
+    config = json.loads((run_dir / "config.json").read_text())
+    return {
+        "setting": setting, "recipe": name, "variant": variant, "fold": fold, "group": group,
+        "seed": seed, "wa": student["wa"], "ua": student["ua"], "macro_f1": student["macro_f1"],
+        "per_class_recall": student["per_class_recall"],
+        "one_class": int(np.count_nonzero(np.asarray(student["confusion"]).sum(axis=0))) == 1,
+        "val_ua": phase.get("val_ua"), "selected_epoch": phase.get("selected_epoch"),
+        "epochs_run": phase.get("epochs_run", phase.get("epochs")),
+        "wall_seconds": json.loads(wall_file.read_text())["seconds"],
+        "n_test_utterances": student["n_utterances"], "run_dir": str(run_dir),
+        "options": config["options"], "backend": config["backend"],
+        "versions": config["versions"],
+    }
+
+
+def _mean_sd(values):
+    values = np.asarray([v for v in values if v is not None], float)
+    if not len(values):
+        return "—"
+    sd = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean() * 100:.1f} ± {sd * 100:.1f}"
+
+
+def explore(args) -> None:
+    """Validation UA only: what a recipe is chosen on."""
+    rows = []
+    for setting in args.settings:
+        for variant in args.variants:
+            records = [_train_one(setting, variant, f, s, args)
+                       for f in args.folds for s in args.seeds]
+            rows.append((setting, variant, [r["val_ua"] for r in records],
+                         [r["selected_epoch"] for r in records],
+                         sum(r["wall_seconds"] for r in records)))
+            print(f"{setting:<50} {variant:<8} val UA {_mean_sd(rows[-1][2])} "
+                  f"(n={len(records)}), selected epochs {rows[-1][3]}, "
+                  f"{rows[-1][4]:.0f} s", flush=True)
+    print("\n| setting | variant | validation UA (%) | selected epochs |")
+    print("| --- | --- | --- | --- |")
+    for setting, variant, val, epochs, _ in rows:
+        print(f"| `{setting}` | {variant} | {_mean_sd(val)} | {epochs} |")
+
+
+def final(args) -> None:
+    records = []
+    start = time.perf_counter()
+    for recipe, variant in FINAL:
+        seeds = args.seeds if recipe == "default" else args.seeds[:1]
+        for seed in seeds:
+            for fold in args.folds:
+                records.append(_train_one(recipe, variant, fold, seed, args))
+                r = records[-1]
+                print(f"{recipe:<10} {variant:<8} fold {fold} seed {seed}: test UA "
+                      f"{r['ua'] * 100:.1f}, val UA {(r['val_ua'] or 0) * 100:.1f}, epoch "
+                      f"{r['selected_epoch']}/{r['epochs_run']}, {r['wall_seconds']:.0f} s",
+                      flush=True)
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    study = {
+        "study": "recipes", "dataset": "emodb/four_class",
+        "protocol": "leave-one-speaker-out, all 10 folds; validation speakers carved from the "
+                    "training speakers choose the epoch; the test speaker is scored once",
+        "command": "python " + " ".join(sys.argv), "wall_seconds": time.perf_counter() - start,
+        "records": records,
+    }
+    from keras_dkd.io import atomic_path, atomic_write_json, atomic_write_text
+
+    atomic_write_json(out / "recipes.json", study)
+    atomic_write_text(out / "recipes.md", _markdown(study))
+    with atomic_path(out / "recipes.png") as tmp:
+        _plot(study, tmp)
+    print(_markdown(study))
+
+
+def _markdown(study) -> str:
+    records = study["records"]
+    settings = list(dict.fromkeys((r["recipe"], r["variant"]) for r in records))
+    folds = sorted({r["fold"] for r in records})
+    groups = {r["fold"]: r["group"] for r in records}
+    lines = [
+        "# Recipes on EmoDB four_class, leave-one-speaker-out",
+        "",
+        f"- Protocol: {study['protocol']}.",
+        "- Cells: test UA in % (mean ± sample sd over seeds where there are several); "
+        "utterance level.",
+        f"- Command: `{study['command']}`; wall time {study['wall_seconds'] / 60:.0f} min "
+        f"(backend {records[0]['backend']}).",
+        "",
+        "| recipe | variant | seeds | WA | UA | macro-F1 | folds predicting one class | "
+        "mean epochs run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for recipe, variant in settings:
+        rs = [r for r in records if (r["recipe"], r["variant"]) == (recipe, variant)]
+        seeds = sorted({r["seed"] for r in rs})
+        lines.append(
+            f"| {recipe} | {variant} | {len(seeds)} | {_mean_sd(r['wa'] for r in rs)} | "
+            f"{_mean_sd(r['ua'] for r in rs)} | {_mean_sd(r['macro_f1'] for r in rs)} | "
+            f"{sum(r['one_class'] for r in rs)} | "
+            f"{np.mean([r['epochs_run'] for r in rs]):.1f} |"
+        )
+    lines += ["", "Test UA (%) per fold (held-out speaker), mean over seeds:", "",
+              "| recipe | variant | " + " | ".join(groups[f] for f in folds) + " |",
+              "| --- | --- |" + " --- |" * len(folds)]
+    for recipe, variant in settings:
+        cells = []
+        for f in folds:
+            ua = [r["ua"] for r in records
+                  if (r["recipe"], r["variant"], r["fold"]) == (recipe, variant, f)]
+            cells.append(f"{np.mean(ua) * 100:.1f}" if ua else "—")
+        lines.append(f"| {recipe} | {variant} | " + " | ".join(cells) + " |")
+    paired = _paired(records, ("default", "cnn_mha"), ("default", "cnn"))
+    if paired:
+        lines += ["", paired]
+    return "\n".join(lines) + "\n"
+
+
+def _paired(records, a, b) -> str:
+    """A paired comparison of two settings over the (fold, seed) pairs both have."""
+    key = {(r["recipe"], r["variant"], r["fold"], r["seed"]): r["ua"] for r in records}
+    pairs = [(key[(*a, f, s)], key[(*b, f, s)]) for (_, _, f, s) in key
+             if (*a, f, s) in key and (*b, f, s) in key]
+    pairs = list(dict.fromkeys(pairs))
+    if len(pairs) < 2:
+        return ""
+    from scipy import stats
+
+    diff = np.array([x - y for x, y in pairs])
+    t = stats.ttest_rel([x for x, _ in pairs], [y for _, y in pairs])
+    w = stats.wilcoxon(diff) if np.any(diff) else None
+    return (f"Paired over {len(pairs)} (fold, seed) pairs: {a[0]} {a[1]} − {b[0]} {b[1]} = "
+            f"{diff.mean() * 100:+.1f} ± {diff.std(ddof=1) * 100:.1f} UA points; paired t-test "
+            f"p = {t.pvalue:.3f}" + (f", Wilcoxon p = {w.pvalue:.3f}" if w else "") + ".")
+
+
+def _plot(study, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = study["records"]
+    settings = list(dict.fromkeys((r["recipe"], r["variant"]) for r in records))
+    folds = sorted({r["fold"] for r in records})
+    fig, ax = plt.subplots(figsize=(10, 4))
+    try:
+        width = 0.8 / len(settings)
+        for i, setting in enumerate(settings):
+            means = [np.mean([r["ua"] for r in records
+                              if (r["recipe"], r["variant"]) == setting and r["fold"] == f] or [0])
+                     * 100 for f in folds]
+            ax.bar(np.arange(len(folds)) + i * width, means, width, label=" ".join(setting))
+        ax.set_xticks(np.arange(len(folds)) + 0.4 - width / 2,
+                      [next(r["group"] for r in records if r["fold"] == f) for f in folds],
+                      rotation=30)
+        ax.set_ylabel("test UA (%)")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title("EmoDB four_class, leave-one-speaker-out: test UA per held-out speaker")
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    e = sub.add_parser("explore", help="candidates, validation UA only")
+    f = sub.add_parser("final", help="the reported settings, all folds")
+    for p in (e, f):
+        p.add_argument("--runs", required=True, help="parent folder of the run directories")
+        p.add_argument("--folds", type=int, nargs="+", default=list(range(10)))
+        p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+        p.add_argument("--manual-dir", default=None)
+        p.add_argument("--data-dir", default=None)
+        p.add_argument("--cache-dir", default=None)
+    e.add_argument("--settings", nargs="+", required=True)
+    e.add_argument("--variants", nargs="+", default=["cnn_mha"])
+    f.add_argument("--results", default=str(ROOT / "docs" / "results"))
+    args = parser.parse_args()
+    explore(args) if args.mode == "explore" else final(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Named training recipes: ``paper``, ``headfusion`` and ``default``.
+
+A recipe is a set of option values, of the recipe (:class:`keras_dkd.options.Recipe`) and of the
+data side (:class:`keras_dkd.options.DataOptions`: normalisation, padding, short utterances).
+:meth:`keras_dkd.options.RunOptions.from_flat` and every command start from one (``default``
+unless ``recipe=`` / ``--recipe`` names another) and apply the options given explicitly on top;
+``config.json`` then records every value, so a run says exactly what trained it.
+
+- ``paper``: DKDFMH as published: Adam, learning rate 1e-4, batch 32, 50 epochs, α 1, β 8, T 4,
+  distillation warm-up 20 epochs. Its "decay 1e-6" is read as in its lineage (the Head Fusion
+  code's ``Adam(weight_decay=1e-6)``): a weight decay of 1e-6, not a learning-rate decay.
+  Keras applies weight decay decoupled (AdamW-style), PyTorch's Adam as an L2 term; at 1e-6
+  neither changes the weights measurably. Raw features, zero padding.
+- ``headfusion``: the Head Fusion code's training: Adam, learning rate 1e-3, weight decay 1e-6,
+  divided by 10 every 10 epochs, batch 32, 50 epochs, utterances of 2 s or less dropped (from
+  the test split too: its numbers are over fewer utterances).
+- ``default``: the recipe keras-dkd trains with unless told otherwise, chosen on validation
+  speakers (``docs/results/recipes.md`` has the measurements and how it was chosen).
+
+Example:
+    >>> recipe_values("headfusion")["schedule"]
+    'step'
+"""
+
+from __future__ import annotations
+
+from keras_dkd.errors import UserError
+
+__all__ = ["RECIPES", "recipe_values"]
+
+_PAPER = {
+    "normalize": False,
+    "padding": "zero",
+    "drop_short": False,
+    "optimizer": "adam",
+    "learning_rate": 1e-4,
+    "weight_decay": 1e-6,
+    "schedule": "constant",
+    "lr_decay": 0.0,
+    "lr_warmup_epochs": 0,
+    "epochs": 50,
+    "batch_size": 32,
+    "patience": 0,
+    "time_masks": 0,
+    "time_width": 0,
+    "freq_masks": 0,
+    "freq_width": 0,
+    "dropout": 0.0,
+    "head_init": "fused",
+}
+
+#: The named recipes: flat option values (data and recipe fields).
+RECIPES: dict[str, dict] = {
+    "paper": _PAPER,
+    "headfusion": {
+        **_PAPER,
+        "drop_short": True,
+        "learning_rate": 1e-3,
+        "schedule": "step",
+        "step_epochs": 10,
+        "step_factor": 0.1,
+    },
+    "default": {
+        **_PAPER,
+        "normalize": True,
+        "padding": "repeat",
+        "optimizer": "adamw",
+        "learning_rate": 1e-3,
+        "weight_decay": 1e-4,
+        "schedule": "cosine",
+        "lr_warmup_epochs": 2,
+        "epochs": 40,
+        "patience": 0,
+        "time_masks": 2,
+        "time_width": 20,
+        "freq_masks": 2,
+        "freq_width": 6,
+        "head_init": "per_head",
+    },
+}
+
+
+def recipe_values(name: str) -> dict:
+    """The option values of the named recipe, with ``recipe`` set to its name.
+
+    Raises:
+        UserError: an unknown name.
+    """
+    if name not in RECIPES:
+        raise UserError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}")
+    return {**RECIPES[name], "recipe": name}
