@@ -383,9 +383,7 @@ class RunOptions(_Options):
         from keras_dkd.recipes import recipe_values
 
         options = {**recipe_values(options.get("recipe", "default")), **options}
-        parts: dict[str, dict] = {"data": {}, "recipe": {}, "run": {}}
-        for key, value in options.items():
-            parts[_owner(key)][_field(key)] = value
+        parts = _split(options)
         return cls(data=DataOptions(**parts["data"]), recipe=Recipe(**parts["recipe"]),
                    **parts["run"])
 
@@ -413,9 +411,7 @@ class RunOptions(_Options):
             from keras_dkd.recipes import recipe_values
 
             changes = {**recipe_values(changes["recipe"]), **changes}
-        parts: dict[str, dict] = {"data": {}, "recipe": {}, "run": {}}
-        for key, value in changes.items():
-            parts[_owner(key)][_field(key)] = value
+        parts = _split(changes)
         return dataclasses.replace(
             self,
             data=dataclasses.replace(self.data, **parts["data"]),
@@ -434,6 +430,14 @@ class RunOptions(_Options):
     def split_seed(self) -> int:
         """The seed of the data splits."""
         return self.data.resolved_split_seed(self.seed)
+
+
+def _split(values: dict) -> dict[str, dict]:
+    """Flat option values sorted into ``{"data": ..., "recipe": ..., "run": ...}`` by field."""
+    parts: dict[str, dict] = {"data": {}, "recipe": {}, "run": {}}
+    for key, value in values.items():
+        parts[_owner(key)][_field(key)] = value
+    return parts
 
 
 def _field(key: str) -> str:
