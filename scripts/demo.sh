@@ -35,7 +35,8 @@ step "1. dataset: build EmoDB (TFDS) and cache features"
 keras-dkd prepare --dataset emodb
 
 step "2. train: CE teacher, then DKD student -> $DEMO_DIR"
-keras-dkd train "${DATA[@]}" --epochs "$DEMO_EPOCHS" --warmup-epochs "$WARMUP" --out "$DEMO_DIR"
+keras-dkd train "${DATA[@]}" --recipe "${DEMO_RECIPE:-default}" --epochs "$DEMO_EPOCHS" \
+  --warmup-epochs "$WARMUP" --out "$DEMO_DIR"
 
 step "3. evaluate the student on the held-out speaker"
 # A model in a run directory is evaluated on that run's held-out split by default.
