@@ -25,6 +25,7 @@ __all__ = [
     "EpochSetter",
     "LearningRateLog",
     "PatienceStop",
+    "patience_exhausted",
     "PhaseCheckpoint",
     "ScalarLogger",
     "ValidationMetrics",
@@ -313,6 +314,13 @@ class LearningRateLog(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
         except (TypeError, ValueError):
             pass
+
+
+def patience_exhausted(checkpoint: PhaseCheckpoint, patience: int) -> bool:
+    """True when ``patience`` (> 0) epochs have passed since the checkpoint's best epoch."""
+    best = checkpoint.best_epoch
+    return bool(patience) and best is not None and (
+        checkpoint.epochs_completed - best >= patience)
 
 
 class PatienceStop(keras.callbacks.Callback):

@@ -18,6 +18,7 @@ from keras_dkd.callbacks import (
     PhaseCheckpoint,
     ScalarLogger,
     ValidationMetrics,
+    patience_exhausted,
 )
 from keras_dkd.io import save_model
 from keras_dkd.options import Recipe, RunOptions
@@ -140,9 +141,7 @@ class Phase:
 
     def _stopped_early(self) -> bool:
         """True when the phase's validation UA has not improved for ``patience`` epochs."""
-        patience, best = self.options.recipe.patience, self.checkpoint.best_epoch
-        return bool(patience) and best is not None and (
-            self.checkpoint.epochs_completed - best >= patience)
+        return patience_exhausted(self.checkpoint, self.options.recipe.patience)
 
     def _fit(self, trainer, model, batches, initial_epoch, mode, variant) -> None:
         recipe = self.options.recipe

@@ -161,6 +161,29 @@ def test_phase_checkpoint_restores_latest_keeps_best_and_cleans_orphans(tmp_path
 
 
 @pytest.mark.once
+def test_patience_stops_after_the_best_epoch_and_a_resume_agrees(tmp_path):
+    from keras_dkd.callbacks import PatienceStop, patience_exhausted
+
+    directory = tmp_path / "checkpoints" / "student"
+    checkpoint = PhaseCheckpoint(directory, "student")
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.9])
+
+    class Score(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_ua"] = next(scores)
+
+    model = _tiny_model()
+    x, y = np.random.default_rng(0).normal(size=(16, 4)), np.arange(16) % 2
+    stop = PatienceStop(lambda: patience_exhausted(checkpoint, 2))
+    history = model.fit(x, y, epochs=6, verbose=0, callbacks=[Score(), checkpoint, stop])
+    assert len(history.history["loss"]) == 4  # best at epoch 2, two epochs without better
+    assert checkpoint.best_epoch == 2 and checkpoint.epochs_completed == 4
+    again = PhaseCheckpoint(directory, "student")  # a rerun finds the phase stopped
+    assert patience_exhausted(again, 2) and not patience_exhausted(again, 3)
+    assert not patience_exhausted(again, 0)  # 0: no early stopping
+
+
+@pytest.mark.once
 def test_scalar_logger_writes_tensorboard_events(tmp_path):
     import tensorflow as tf
 
