@@ -257,6 +257,30 @@ def test_rerunning_a_finished_run_reports_it_without_training(trained_run, emodb
 
 
 @pytest.mark.once
+def test_train_records_the_named_recipe_and_the_values_given_over_it(emodb_data, tmp_path):
+    out = tmp_path / "paper"
+    result = invoke(
+        "train", "--dataset", "emodb", "--out", out, "--recipe", "paper", "--variant", "cnn",
+        "--learning-rate", "0.002", *TINY, *emodb_data,
+    )
+    assert result.exit_code == 0, result.output
+    options = json.loads((out / "config.json").read_text())["options"]
+    assert options["recipe"] == "paper" and options["learning_rate"] == 0.002
+    assert options["weight_decay"] == 1e-6 and options["schedule"] == "constant"
+    assert options["padding"] == "zero" and options["normalize"] is False
+    assert options["epochs"] == 1  # from TINY, over the recipe's 50
+    # the same command again finds the finished run; another recipe is another run
+    again = invoke(
+        "train", "--dataset", "emodb", "--out", out, "--recipe", "paper", "--variant", "cnn",
+        "--learning-rate", "0.002", *TINY, *emodb_data,
+    )
+    assert again.exit_code == 0 and "already holds this finished run" in again.output
+    other = invoke("train", "--dataset", "emodb", "--out", out, "--variant", "cnn", *TINY,
+                   *emodb_data)
+    assert other.exit_code == 1 and "other options" in other.output
+
+
+@pytest.mark.once
 def test_a_run_directory_with_other_options_is_refused(trained_run, emodb_data):
     out, _ = trained_run
     result = invoke(
