@@ -356,3 +356,43 @@ def test_a_damaged_checkpoint_state_is_refused_and_its_weights_kept(tmp_path, te
         PhaseCheckpoint(directory, "teacher")
     assert weights.read_bytes() == b"the only copy of epoch 1"
     assert (directory / "state.json").read_text() == text
+
+
+@pytest.mark.once
+def test_a_damaged_or_foreign_teacher_is_one_user_error_and_nothing_is_trained(tmp_path):
+    """train --teacher with a .keras whose bytes are damaged, or with another input shape."""
+    import zipfile
+
+    from keras_dkd import data
+    from keras_dkd.io import save_model
+    from keras_dkd.layers import Logits
+    from keras_dkd.models import build_model
+    from keras_dkd.options import DataOptions
+
+    rng = np.random.default_rng(0)
+    records = [data.Utterance(f"g{g}_{i}", i % 4, (rng.normal(size=36000) * 900).astype(np.int16),
+                              speaker=f"g{g}", group=f"g{g}") for g in range(3) for i in range(4)]
+    classes = ["neutral", "happy", "angry", "sad"]
+    bundle = data.prepare_utterances(records, classes, DataOptions(
+        "toy", protocol="loso", fold=0, cache_dir=tmp_path / "cache"))
+    good = save_model(build_model(), tmp_path / "good.keras")
+    with zipfile.ZipFile(good) as archive:
+        info = archive.getinfo("model.weights.h5")
+    damaged = bytearray(good.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    middle = start + info.compress_size // 2
+    damaged[middle: middle + 64] = bytes(64)
+    (tmp_path / "damaged.keras").write_bytes(bytes(damaged))
+    inputs = keras.Input((100, 40), name="features")
+    x = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling1D()(inputs))
+    save_model(keras.Model(inputs, Logits(class_names=classes)(x)), tmp_path / "shape.keras")
+
+    for name, problem in (("damaged", "CRC-32"), ("shape", "(None, 100, 40)")):
+        teacher = tmp_path / f"{name}.keras"
+        options = RunOptions.from_flat(dataset="toy", protocol="loso", fold=0, epochs=1,
+                                       teacher=str(teacher))
+        with pytest.raises(UserError) as error:
+            training.train(options, tmp_path / f"run-{name}", bundle=bundle)
+        message = str(error.value)
+        assert message.startswith(str(teacher)) and problem in message and "\n" not in message
+        assert not (tmp_path / f"run-{name}" / "student.keras").exists()
