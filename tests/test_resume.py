@@ -71,7 +71,7 @@ def reference_run(emodb_data, tmp_path_factory):
     return out
 
 
-def assert_same_run(run: Path, reference: Path):
+def assert_same_run(run: Path, reference: Path, phases=("teacher", "student")):
     """Same options, same metrics, same history, bit-identical weights."""
     from keras_dkd.io import load_model
     from keras_dkd.options import RunOptions
@@ -83,7 +83,7 @@ def assert_same_run(run: Path, reference: Path):
         (reference / "metrics.json").read_text()
     )
     assert (run / "history.csv").read_text() == (reference / "history.csv").read_text()
-    for phase in ("teacher", "student"):
+    for phase in phases:
         a = load_model(run / f"{phase}.keras").get_weights()
         b = load_model(reference / f"{phase}.keras").get_weights()
         assert len(a) == len(b)
@@ -210,3 +210,35 @@ def test_killed_process_resumes_to_the_same_result(reference_run, emodb_data, tm
     ]
     assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.suffix == ".h5"]
     assert_same_run(out, reference_run)
+
+
+def test_an_augmented_run_interrupted_and_resumed_ends_identical(tmp_path):
+    """SpecAugment masks are drawn per (seed, epoch, batch): a run with them, interrupted in
+    its second epoch and resumed, ends with the weights of an uninterrupted one."""
+    from keras_dkd import data
+    from keras_dkd.options import RunOptions
+    from keras_dkd.training import Progress, train
+
+    rng = np.random.default_rng(0)
+    records = [
+        data.Utterance(f"g{g}_{i}", i % 4, (rng.normal(size=30000 + 4000 * i) * 900).astype(
+            np.int16), speaker=f"g{g}{i % 2}", group=f"g{g}")
+        for g in range(3) for i in range(6)
+    ]
+    options = RunOptions.from_flat(
+        dataset="toy", protocol="loso", fold=0, variant="ce", epochs=2, batch_size=4,
+        time_masks=2, time_width=20, freq_masks=2, freq_width=6, cache_dir=str(tmp_path / "c"),
+    )
+    bundle = data.prepare_utterances(records, ["neutral", "happy", "angry", "sad"], options.data)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps = -(-len(bundle.train_set.segments) // 4)  # per epoch
+            if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == steps + 1:
+                raise KeyboardInterrupt  # in the second epoch, after its first step
+
+    train(options, tmp_path / "reference", bundle=bundle)
+    with pytest.raises(KeyboardInterrupt):
+        train(options, tmp_path / "run", bundle=bundle, progress=Progress(callbacks=[Interrupt()]))
+    assert train(options, tmp_path / "run", bundle=bundle)["status"] == "resumed"
+    assert_same_run(tmp_path / "run", tmp_path / "reference", phases=("student",))
