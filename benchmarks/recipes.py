@@ -142,6 +142,67 @@ def explore(args) -> None:
         atomic_write_text(out / "recipes_explore.md", text)
 
 
+def summarize(args) -> None:
+    """Validation-only records of every finished run under ``--runs`` (whatever command made
+    it), grouped by the run's folder; each group states how its options differ from today's
+    ``default`` recipe. Writes recipes_explore.json and .md."""
+    from keras_dkd.options import RunOptions
+
+    records = []
+    for config_path in sorted(Path(args.runs).glob("*/*/*/seed*/config.json")):
+        run = config_path.parent
+        state_path = run / "checkpoints" / "student" / "state.json"
+        if not (run / "metrics.json").is_file() or not state_path.is_file():
+            continue
+        config, state = json.loads(config_path.read_text()), json.loads(state_path.read_text())
+        options = config["options"]
+        wall = run / "wall.json"
+        records.append({
+            "setting": run.parents[2].name, "variant": run.parents[1].name,
+            "fold": options["fold"], "group": run.parent.name.split("-", 1)[1],
+            "seed": options["seed"], "val_ua": state.get("selected_val_ua"),
+            "selected_epoch": state.get("selected_epoch"),
+            "epochs_run": state.get("epochs_completed"),
+            "wall_seconds": json.loads(wall.read_text())["seconds"] if wall.is_file() else None,
+            "options": options, "backend": config["backend"], "versions": config["versions"],
+        })
+    lines = [
+        "# Recipe exploration on EmoDB four_class (validation speakers only)",
+        "",
+        "- Leave-one-speaker-out; each cell is the mean ± sd over runs (folds × seeds) of the "
+        "validation UA of the selected epoch; the validation speakers are carved from the "
+        "training speakers. No test metric is recorded here: this is what `default` was chosen "
+        "on.",
+        f"- Made by `python {' '.join(sys.argv)}` from the runs of `benchmarks/recipes.py "
+        "explore`; `options` in the JSON hold every value of every run.",
+        "",
+        "| setting (folder) | how it differs from `default` (its value -> default's) | variant "
+        "| folds | validation UA (%) | selected epochs | wall (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for setting, variant in dict.fromkeys((r["setting"], r["variant"]) for r in records):
+        rs = [r for r in records if (r["setting"], r["variant"]) == (setting, variant)]
+        first = rs[0]["options"]
+        same = ("dataset", "config", "protocol", "fold", "seed", "variant", "manual_dir")
+        default = RunOptions.from_flat(recipe="default", **{k: first[k] for k in same})
+        diff = "; ".join(d.replace("'", "") for d in default.differences(first)) or "—"
+        lines.append(
+            f"| {setting} | {diff} | {variant} | {[r['group'] for r in rs]} | "
+            f"{_mean_sd(r['val_ua'] for r in rs)} | {[r['selected_epoch'] for r in rs]} | "
+            f"{sum(r['wall_seconds'] or 0 for r in rs):.0f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    from keras_dkd.io import atomic_write_json, atomic_write_text
+
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "recipes_explore.json",
+                      {"study": "recipes_explore", "command": "python " + " ".join(sys.argv),
+                       "records": records})
+    atomic_write_text(out / "recipes_explore.md", text)
+
+
 def final(args) -> None:
     records = []
     start = time.perf_counter()
@@ -281,8 +342,11 @@ def main() -> None:
     e.add_argument("--variants", nargs="+", default=["cnn_mha"])
     e.add_argument("--results", default=None, help="write recipes_explore.json/.md here")
     f.add_argument("--results", default=str(ROOT / "docs" / "results"))
+    m = sub.add_parser("summarize", help="validation-only table of the runs under --runs")
+    m.add_argument("--runs", required=True)
+    m.add_argument("--results", default=str(ROOT / "docs" / "results"))
     args = parser.parse_args()
-    explore(args) if args.mode == "explore" else final(args)
+    {"explore": explore, "final": final, "summarize": summarize}[args.mode](args)
 
 
 if __name__ == "__main__":
