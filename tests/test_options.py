@@ -97,7 +97,7 @@ def test_named_recipes_start_the_options_and_explicit_values_win():
 
     default = RunOptions.from_flat(dataset="emodb")
     assert default.recipe.name == "default" and default.recipe.learning_rate == 1e-3
-    assert default.data.normalize is True and default.data.padding == "repeat"
+    assert default.data.normalize is True and default.recipe.head_init == "per_head"
     paper = RunOptions.from_flat(dataset="emodb", recipe="paper")
     assert paper.recipe == Recipe()  # the dataclass defaults are the paper's recipe
     assert (paper.recipe.learning_rate, paper.recipe.weight_decay, paper.recipe.schedule) == (
