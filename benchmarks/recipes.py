@@ -4,11 +4,15 @@ EmoDB four_class, leave-one-speaker-out: every setting (recipe × variant) is tr
 fold and seed with the library (``keras_dkd.training.train``, one resumable run directory each,
 so an interrupted study continues where it stopped), then tested once on the held-out speaker.
 
-Two modes:
+Three modes:
 
 - ``explore``: candidate recipes on some folds, reporting **validation** UA only (the selected
   epoch's UA on the validation speakers, carved from the training speakers): this is what the
   default recipe was chosen on. Test numbers are not printed.
+- ``summarize``: the validation-only records of every finished run under ``--runs``, grouped by
+  folder, with how each differs from today's ``default``: ``docs/results/recipes_explore.json``
+  and ``.md`` (made with ``summarize --runs <the explore runs>``; the folders were named after
+  the runs, e.g. ``specaugment``).
 - ``final``: the settings of the report (``default`` for ``cnn`` and ``cnn_mha``, ``paper`` and
   ``headfusion`` for ``cnn_mha``) on all folds, writing ``docs/results/recipes.json`` (one record
   per trained model), ``recipes.md`` (per fold and mean ± sd) and ``recipes.png``.
@@ -96,19 +100,13 @@ def _mean_sd(values):
     return f"{values.mean() * 100:.1f} ± {sd * 100:.1f}"
 
 
-# What an exploration record keeps: no test metric, so nothing chosen here saw the test speaker.
-_EXPLORE_KEYS = ("setting", "recipe", "variant", "fold", "group", "seed", "val_ua",
-                 "selected_epoch", "epochs_run", "wall_seconds", "options", "backend", "versions")
-
-
 def explore(args) -> None:
-    """Validation UA only: what a recipe is chosen on. Writes recipes_explore.json and .md."""
-    records, rows = [], []
+    """Validation UA only: what a recipe is chosen on (``summarize`` writes the records)."""
+    rows = []
     for setting in args.settings:
         for variant in args.variants:
             done = [_train_one(setting, variant, f, s, args)
                     for f in args.folds for s in args.seeds]
-            records += [{k: r[k] for k in _EXPLORE_KEYS} for r in done]
             rows.append((setting, variant, [r["val_ua"] for r in done],
                          [r["selected_epoch"] for r in done],
                          sum(r["wall_seconds"] for r in done)))
@@ -129,17 +127,7 @@ def explore(args) -> None:
     ]
     for setting, variant, val, epochs, wall in rows:
         lines.append(f"| `{setting}` | {variant} | {_mean_sd(val)} | {epochs} | {wall:.0f} |")
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    if args.results:
-        from keras_dkd.io import atomic_write_json, atomic_write_text
-
-        out = Path(args.results)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "recipes_explore.json",
-                          {"study": "recipes_explore", "command": "python " + " ".join(sys.argv),
-                           "records": records})
-        atomic_write_text(out / "recipes_explore.md", text)
+    print("\n" + "\n".join(lines))
 
 
 def summarize(args) -> None:
@@ -340,7 +328,6 @@ def main() -> None:
         p.add_argument("--cache-dir", default=None)
     e.add_argument("--settings", nargs="+", required=True)
     e.add_argument("--variants", nargs="+", default=["cnn_mha"])
-    e.add_argument("--results", default=None, help="write recipes_explore.json/.md here")
     f.add_argument("--results", default=str(ROOT / "docs" / "results"))
     m = sub.add_parser("summarize", help="validation-only table of the runs under --runs")
     m.add_argument("--runs", required=True)
