@@ -101,6 +101,7 @@ from keras_dkd.cli.evaluate import evaluate, predict  # noqa: E402
 from keras_dkd.cli.export import export  # noqa: E402
 from keras_dkd.cli.options import user_errors  # noqa: E402
 from keras_dkd.cli.prepare import prepare  # noqa: E402
+from keras_dkd.cli.serve import serve  # noqa: E402
 from keras_dkd.cli.train import ablate, cv, train  # noqa: E402
 
 __all__ = ["cli", "main", "user_errors"]
@@ -152,7 +153,7 @@ def info(as_json):
     click.echo(f"IEMOCAP manual dir    {env['iemocap_dir'] or '(not set)'}")
 
 
-for _command in (prepare, train, evaluate, predict, ablate, cv, export):
+for _command in (prepare, train, evaluate, predict, ablate, cv, export, serve):
     cli.add_command(_command)
 
 

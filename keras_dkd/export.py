@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from keras_dkd.errors import UserError, storage_error
@@ -46,6 +47,11 @@ from keras_dkd.io import remove_stale
 
 FEATURES_SIGNATURE = "serving_default"
 WAVEFORM_SIGNATURE = "classify_waveform"
+WAVEFORMS_SIGNATURE = "classify_waveforms"
+WAV_SIGNATURE = "classify_wav"
+SIGNATURES = (FEATURES_SIGNATURE, WAVEFORM_SIGNATURE, WAVEFORMS_SIGNATURE, WAV_SIGNATURE)
+FORMATS = ("saved_model", "onnx")
+ONNX_OPSET = 17
 
 # Ops that a stock TF Serving build cannot run or that call back into Python.
 FORBIDDEN_OPS = frozenset({"XlaCallModule", "PyFunc", "PyFuncStateless", "EagerPyFunc"})
@@ -179,7 +185,7 @@ def _class_names(model) -> list[str]:
 
 
 def build_export_archive(model):
-    """Build the ``keras.export.ExportArchive`` holding both serving signatures.
+    """Build the ``keras.export.ExportArchive`` holding the serving signatures.
 
     Must run under the TensorFlow backend (the model is traced into a native TF graph).
 
@@ -195,12 +201,36 @@ def build_export_archive(model):
         >>> archive.write_out("/tmp/emotion/1", verbose=False)   # doctest: +SKIP
     """
     import keras
+
+    functions = serving_functions(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name in SIGNATURES:
+        fn, input_signature = functions[name]
+        archive.add_endpoint(name, fn, input_signature=input_signature)
+    return archive
+
+
+def serving_functions(model) -> dict:
+    """The graph functions of the export, by name, as ``(function, input signature)``.
+
+    The four signatures of :data:`SIGNATURES`, plus ``"waveform_numeric"``: one utterance's
+    waveform -> ``probabilities`` and ``class_id`` (no string output), the function the ONNX
+    waveform model is converted from. Must run under the TensorFlow backend.
+
+    Args:
+        model: a keras-dkd model (see :func:`build_export_archive`).
+
+    Returns:
+        ``{name: (python function, list of tf.TensorSpec)}``.
+    """
+    import keras
     import tensorflow as tf
 
     from keras_dkd import features as fbank
 
     if keras.backend.backend() != "tensorflow":
-        raise RuntimeError("build_export_archive needs the TensorFlow backend")
+        raise RuntimeError("serving_functions needs the TensorFlow backend")
 
     class_names = _class_names(model)
     frames, filters = fbank.SEGMENT_FRAMES, fbank.NFILT
@@ -231,23 +261,21 @@ def build_export_archive(model):
     batch_size = 64  # segments per model call, as in keras-dkd predict
     labels = tf.constant(class_names)
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-
     def serve_features(features):
         logits = tf.cast(model(features, training=False), tf.float32)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
-    def classify_waveform(waveform):
+    def padded(waveform):
+        """The waveform, padded to one segment if shorter, as the model was trained."""
         waveform = tf.reshape(tf.cast(waveform, tf.float32), [-1])
-        tf.debugging.assert_greater(
-            tf.size(waveform), 0, message="classify_waveform: the waveform is empty"
-        )
         if repeat:  # tile a short waveform to one segment: index i reads sample i mod n
             length = tf.maximum(tf.size(waveform), segment)
-            waveform = tf.gather(waveform, tf.range(length) % tf.size(waveform))
-        else:
-            waveform = tf.pad(waveform, [[0, tf.maximum(segment - tf.size(waveform), 0)]])
+            return tf.gather(waveform, tf.range(length) % tf.size(waveform))
+        return tf.pad(waveform, [[0, tf.maximum(segment - tf.size(waveform), 0)]])
+
+    def mean_logits(waveform):
+        """The mean segment logits of one utterance (float32 ``[num_classes]``)."""
+        waveform = padded(waveform)
         count = 1 + (tf.size(waveform) - segment) // hop  # segments
 
         # Segment logits are summed batch by batch, so memory stays bounded by the batch size
@@ -266,31 +294,166 @@ def build_export_archive(model):
             [tf.constant(0), tf.zeros([len(class_names)], tf.float32)],
             parallel_iterations=1,
         )
-        probabilities = tf.nn.softmax(total / tf.cast(count, tf.float32))
-        class_id = tf.argmax(probabilities, output_type=tf.int64)
-        return {
-            "probabilities": probabilities,
-            "class_id": class_id,
-            "label": tf.gather(labels, class_id),
-        }
+        return total / tf.cast(count, tf.float32)
 
-    archive.add_endpoint(
-        FEATURES_SIGNATURE,
-        serve_features,
-        input_signature=[
-            tf.TensorSpec([None, frames, filters], tf.float32, name="features")
-        ],
-    )
-    archive.add_endpoint(
-        WAVEFORM_SIGNATURE,
-        classify_waveform,
-        input_signature=[tf.TensorSpec([None], tf.float32, name="waveform")],
-    )
-    return archive
+    def answer(logits, label=True):
+        """Probabilities, class ids and labels from mean logits (any leading shape)."""
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        outputs = {"probabilities": probabilities, "class_id": class_id}
+        if label:
+            outputs["label"] = tf.gather(labels, class_id)
+        return outputs
+
+    def classify_waveform(waveform):
+        tf.debugging.assert_greater(
+            tf.size(waveform), 0, message="classify_waveform: the waveform is empty"
+        )
+        return answer(mean_logits(waveform))
+
+    def each(fn, elems):
+        return tf.map_fn(
+            fn, elems, fn_output_signature=tf.TensorSpec([len(class_names)], tf.float32),
+            parallel_iterations=1,
+        )
+
+    def classify_waveforms(waveforms, lengths):
+        waveforms = tf.cast(waveforms, tf.float32)
+        lengths = tf.cast(lengths, tf.int32)
+        width = tf.shape(waveforms)[1]
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(lengths)[0], tf.shape(waveforms)[0],
+                message="classify_waveforms: give one length per row of waveforms"),
+            tf.debugging.assert_greater(
+                lengths, 0, message="classify_waveforms: every length must be at least 1"),
+            tf.debugging.assert_less_equal(
+                lengths, width,
+                message="classify_waveforms: a length exceeds the width of waveforms"),
+        ]
+        with tf.control_dependencies(checks):
+            rows = tf.range(tf.shape(waveforms)[0])
+        return answer(each(lambda i: mean_logits(waveforms[i, : lengths[i]]), rows))
+
+    def classify_wav(wav):
+        from keras_dkd.export_audio import decode_wav
+
+        rows = tf.range(tf.shape(wav)[0])
+        return answer(each(lambda i: mean_logits(decode_wav(wav[i], i)), rows))
+
+    def waveform_numeric(waveform):
+        # For ONNX: all segments in one model call (no loop: tf2onnx leaves variables that a
+        # while loop captures as graph inputs), so memory grows with the utterance.
+        tf.debugging.assert_greater(
+            tf.size(waveform), 0, message="classify_waveform: the waveform is empty"
+        )
+        segments = tf.signal.frame(padded(waveform), segment, hop)
+        logits = tf.cast(model(frontend(segments), training=False), tf.float32)
+        return answer(tf.reduce_mean(logits, axis=0), label=False)
+
+    waveform_spec = [tf.TensorSpec([None], tf.float32, name="waveform")]
+    return {
+        FEATURES_SIGNATURE: (
+            serve_features, [tf.TensorSpec([None, frames, filters], tf.float32, name="features")]
+        ),
+        WAVEFORM_SIGNATURE: (classify_waveform, waveform_spec),
+        WAVEFORMS_SIGNATURE: (
+            classify_waveforms,
+            [tf.TensorSpec([None, None], tf.float32, name="waveforms"),
+             tf.TensorSpec([None], tf.int32, name="lengths")],
+        ),
+        WAV_SIGNATURE: (classify_wav, [tf.TensorSpec([None], tf.string, name="wav")]),
+        "waveform_numeric": (waveform_numeric, waveform_spec),
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # Export
+
+
+def _check_format(fmt) -> None:
+    if fmt not in FORMATS:
+        raise UserError(f"export format {fmt!r} is unknown; use one of {', '.join(FORMATS)}")
+
+
+def write_onnx(model, folder) -> dict[str, Path]:
+    """Write the model as ONNX: ``features.onnx`` and ``waveform.onnx`` in ``folder``.
+
+    Converted with tf2onnx (opset :data:`ONNX_OPSET`) from the same TensorFlow functions as the
+    SavedModel's signatures, so the three answer alike:
+
+    - ``features.onnx``: ``features`` float32 ``[N, 197, 40]`` -> ``logits`` and
+      ``probabilities`` float32 ``[N, C]`` (``serving_default``);
+    - ``waveform.onnx``: ``waveform`` float32 ``[samples]``, one 16 kHz mono utterance ->
+      ``probabilities`` float32 ``[C]`` and ``class_id`` int64 (``classify_waveform``; the
+      features are computed in the ONNX graph, all segments in one model call, so memory
+      grows with the utterance: for hours of audio, run ``features.onnx`` on chunks).
+
+    ONNX graphs carry no string tensors here: the class names are in each file's metadata
+    (``metadata_props``: ``class_names``, a JSON list; ``padding``; ``keras_dkd_version``).
+    Must run under the TensorFlow backend; needs the ``onnx`` extra (tf2onnx, onnx).
+
+    Args:
+        model: a keras-dkd model.
+        folder: an existing directory.
+
+    Returns:
+        ``{"features": path, "waveform": path}``.
+
+    Raises:
+        UserError: tf2onnx or onnx is not installed.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    try:
+        import onnx
+        import tf2onnx
+    except ImportError:
+        raise UserError(
+            "ONNX export needs tf2onnx and onnx: pip install 'keras-dkd[onnx]'"
+        ) from None
+    try:  # tf2onnx predates NumPy 2; Keras' own ONNX export patches it the same way
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+        with warnings.catch_warnings():  # the patch's np.object probe warns on NumPy 2
+            warnings.simplefilter("ignore", FutureWarning)
+            patch_tf2onnx()
+    except ImportError:  # pragma: no cover (a Keras without the patch)
+        import numpy as np
+
+        if not hasattr(np, "object"):
+            np.object = object
+
+    from keras_dkd import __version__
+    from keras_dkd.models import get_padding
+
+    functions = serving_functions(model)
+    metadata = {"class_names": json.dumps(_class_names(model)),
+                "padding": get_padding(model), "keras_dkd_version": __version__}
+    paths = {}
+    for name, key in (("features", FEATURES_SIGNATURE), ("waveform", "waveform_numeric")):
+        fn, spec = functions[key]
+        # Frozen first: tf2onnx's from_function would leave tensors the function captures
+        # (the Normalization layer's mean and variance) as graph inputs.
+        concrete = tf.function(fn, input_signature=spec).get_concrete_function()
+        frozen = convert_variables_to_constants_v2(concrete)
+        inputs = [t.name for t in frozen.inputs]
+        outputs = [t.name for t in frozen.outputs]
+        rename = dict(zip(inputs, [x.name for x in spec], strict=True))
+        rename.update(zip(outputs, sorted(concrete.structured_outputs), strict=True))
+        proto, _ = tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(), input_names=inputs, output_names=outputs,
+            opset=ONNX_OPSET, tensors_to_rename=rename,
+        )
+        for k, v in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        paths[name] = Path(folder) / f"{name}.onnx"
+        onnx.save(proto, str(paths[name]))
+    return paths
 
 
 def _umask() -> int:
@@ -299,8 +462,10 @@ def _umask() -> int:
     return mask
 
 
-def _export_here(model, export_dir: Path, version, overwrite: bool, safe_mode: bool) -> Path:
+def _export_here(model, export_dir: Path, version, overwrite: bool, safe_mode: bool,
+                 fmt: str = "saved_model") -> Path:
     """The export proper, in this (TensorFlow-backend) process."""
+    _check_format(fmt)
     from keras_dkd.io import load_model
 
     if export_dir.exists() and not export_dir.is_dir():
@@ -331,9 +496,12 @@ def _export_here(model, export_dir: Path, version, overwrite: bool, safe_mode: b
         # mkdtemp makes the directory private (0700); give it the mode any new directory gets,
         # so that a server running as another user can read the version.
         os.chmod(tmp, 0o777 & ~_umask())
-        archive = build_export_archive(model)
-        archive.write_out(str(tmp), verbose=False)
-        check_standard_ops(tmp)
+        if fmt == "onnx":
+            write_onnx(model, tmp)
+        else:
+            archive = build_export_archive(model)
+            archive.write_out(str(tmp), verbose=False)
+            check_standard_ops(tmp)
         if final.exists():  # only with overwrite: swap the old version out, then in
             old = export_dir / f".{version}.old-{os.getpid()}"
             os.replace(final, old)
@@ -364,8 +532,10 @@ def _raise_if_storage(error: BaseException, export_dir: Path) -> None:
         raise UserError(f"cannot export: {storage}") from None
 
 
-def _export_in_subprocess(model_path: Path, export_dir: Path, version, overwrite, safe_mode):
-    cmd = [sys.executable, "-m", "keras_dkd.export", str(model_path), str(export_dir)]
+def _export_in_subprocess(model_path: Path, export_dir: Path, version, overwrite, safe_mode,
+                          fmt="saved_model"):
+    cmd = [sys.executable, "-m", "keras_dkd.export", str(model_path), str(export_dir),
+           "--format", fmt]
     if version is not None:
         cmd += ["--version", str(version)]
     if overwrite:
@@ -389,9 +559,9 @@ def _export_in_subprocess(model_path: Path, export_dir: Path, version, overwrite
 
 
 def export_saved_model(
-    model, export_dir, version=None, overwrite=False, safe_mode=True
+    model, export_dir, version=None, overwrite=False, safe_mode=True, fmt="saved_model"
 ) -> Path:
-    """Export a keras-dkd model as a TF Serving SavedModel in ``export_dir/<version>/``.
+    """Export a keras-dkd model as a TF Serving SavedModel (or ONNX) in ``export_dir/<version>/``.
 
     Works whatever backend trained the model: under the TensorFlow backend the export runs in
     this process, otherwise in a ``KERAS_BACKEND=tensorflow`` subprocess.
@@ -403,6 +573,8 @@ def export_saved_model(
         version: the version number; defaults to the largest existing one + 1 (1 if none).
         overwrite: replace an existing ``export_dir/<version>`` (atomically) instead of failing.
         safe_mode: load the ``.keras`` file with Keras safe mode (refuses pickled Python code).
+        fmt: ``"saved_model"`` (TF Serving) or ``"onnx"`` (:func:`write_onnx`: the version
+            directory then holds ``features.onnx`` and ``waveform.onnx``).
 
     Returns:
         The path of the new version directory.
@@ -418,12 +590,13 @@ def export_saved_model(
     import keras
 
     export_dir = Path(export_dir)
+    _check_format(fmt)
     if version is not None:
         _check_version(version)
     if keras.backend.backend() == "tensorflow":
         if not hasattr(model, "outputs"):
             model = Path(model)
-        return _export_here(model, export_dir, version, overwrite, safe_mode)
+        return _export_here(model, export_dir, version, overwrite, safe_mode, fmt)
 
     export_dir = export_dir.absolute()
     if hasattr(model, "outputs"):
@@ -431,11 +604,12 @@ def export_saved_model(
 
         with tempfile.TemporaryDirectory(prefix="keras_dkd_export_") as tmp:
             path = save_model(model, Path(tmp) / "model.keras")
-            return _export_in_subprocess(path, export_dir, version, overwrite, True)
+            return _export_in_subprocess(path, export_dir, version, overwrite, True, fmt)
     model = Path(model)
     if not model.is_file():
         raise UserError(f"{model}: model file not found; pass the path of a .keras file")
-    return _export_in_subprocess(model.absolute(), export_dir, version, overwrite, safe_mode)
+    return _export_in_subprocess(model.absolute(), export_dir, version, overwrite, safe_mode,
+                                 fmt)
 
 
 def main(argv=None) -> int:
@@ -450,12 +624,14 @@ def main(argv=None) -> int:
     parser.add_argument("--version", type=int, default=None)
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--unsafe", action="store_true")
+    parser.add_argument("--format", default="saved_model", choices=FORMATS)
     args = parser.parse_args(argv)
     if "keras" not in sys.modules:  # this worker always exports under the TensorFlow backend
         os.environ["KERAS_BACKEND"] = "tensorflow"
     try:
         path = _export_here(
-            Path(args.model), Path(args.export_dir), args.version, args.overwrite, not args.unsafe
+            Path(args.model), Path(args.export_dir), args.version, args.overwrite,
+            not args.unsafe, args.format,
         )
         result, status = {"path": str(path)}, 0
     except UserError as error:
