@@ -15,7 +15,10 @@ Three modes:
   the runs, e.g. ``specaugment``).
 - ``final``: the settings of the report (``default`` for ``cnn`` and ``cnn_mha``, ``paper`` and
   ``headfusion`` for ``cnn_mha``) on all folds, writing ``docs/results/recipes.json`` (one record
-  per trained model), ``recipes.md`` (per fold and mean ± sd) and ``recipes.png``.
+  per trained model), ``recipes.md`` (per fold and mean ± sd) and ``recipes.png`` after every
+  training. The records are the study's checkpoint: a rerun trains only what they lack (the
+  default variants seed by seed first, then ``paper`` and ``headfusion``), so the study can be
+  spread over sessions and machines; ``--max-trainings`` bounds one sitting.
 
 Example (the command behind docs/results/recipes.md)::
 
@@ -191,35 +194,79 @@ def summarize(args) -> None:
     atomic_write_text(out / "recipes_explore.md", text)
 
 
-def final(args) -> None:
-    records = []
-    start = time.perf_counter()
+def _plan(seeds, folds):
+    """The trainings of the report, most informative first: the two ``default`` variants fold
+    by fold for the first seed (the paired comparison the target is about), then the other
+    seeds, then ``paper`` and ``headfusion`` (first seed only)."""
+    plan = []
+    for seed in seeds:
+        for fold in folds:
+            plan += [("default", variant, fold, seed) for variant in ("cnn_mha", "cnn")]
     for recipe, variant in FINAL:
-        seeds = args.seeds if recipe == "default" else args.seeds[:1]
-        for seed in seeds:
-            for fold in args.folds:
-                records.append(_train_one(recipe, variant, fold, seed, args))
-                r = records[-1]
-                print(f"{recipe:<10} {variant:<8} fold {fold} seed {seed}: test UA "
-                      f"{r['ua'] * 100:.1f}, val UA {(r['val_ua'] or 0) * 100:.1f}, epoch "
-                      f"{r['selected_epoch']}/{r['epochs_run']}, {r['wall_seconds']:.0f} s",
-                      flush=True)
-    out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    study = {
-        "study": "recipes", "dataset": "emodb/four_class",
-        "protocol": "leave-one-speaker-out, all 10 folds; validation speakers carved from the "
-                    "training speakers choose the epoch; the test speaker is scored once",
-        "command": "python " + " ".join(sys.argv), "wall_seconds": time.perf_counter() - start,
-        "records": records,
-    }
+        if recipe != "default":
+            plan += [(recipe, variant, fold, seeds[0]) for fold in folds]
+    return plan
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs"
+
+
+def final(args) -> None:
+    """Train what the report still lacks, writing the records after every training.
+
+    ``recipes.json`` is the study's checkpoint: a (recipe, variant, fold, seed) already recorded
+    there is not trained again, so the study can be stopped at any point and continued later,
+    on this machine or another (each record names its machine and wall time). The table says
+    how many of the planned trainings it is over.
+    """
     from keras_dkd.io import atomic_path, atomic_write_json, atomic_write_text
 
-    atomic_write_json(out / "recipes.json", study)
-    atomic_write_text(out / "recipes.md", _markdown(study))
-    with atomic_path(out / "recipes.png") as tmp:
-        _plot(study, tmp)
-    print(_markdown(study))
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "recipes.json"
+    records = json.loads(path.read_text())["records"] if path.is_file() else []
+    plan = _plan(args.seeds, args.folds)
+    done = {(r["recipe"], r["variant"], r["fold"], r["seed"]) for r in records}
+    todo = [key for key in plan if key not in done]
+    print(f"{len(plan) - len(todo)} of {len(plan)} trainings recorded in {path}; "
+          f"{len(todo)} to go", flush=True)
+    machine = _machine()
+    for count, (recipe, variant, fold, seed) in enumerate(todo[: args.max_trainings], 1):
+        record = _train_one(recipe, variant, fold, seed, args)
+        record["machine"] = machine
+        records.append(record)
+        print(f"[{count}/{len(todo)}] {recipe:<10} {variant:<8} fold {fold} seed {seed}: "
+              f"test UA {record['ua'] * 100:.1f}, val UA {(record['val_ua'] or 0) * 100:.1f}, "
+              f"epoch {record['selected_epoch']}/{record['epochs_run']}, "
+              f"{record['wall_seconds']:.0f} s", flush=True)
+        study = {
+            "study": "recipes", "dataset": "emodb/four_class",
+            "protocol": "leave-one-speaker-out, all 10 folds; validation speakers carved from "
+                        "the training speakers choose the epoch; the test speaker is scored once",
+            "command": "python benchmarks/recipes.py final --runs RUNS --seeds "
+                       + " ".join(map(str, args.seeds)) + " --manual-dir ../shared/data/emodb",
+            "planned": len(plan),
+            "wall_seconds": float(sum(r["wall_seconds"] for r in records)),
+            "records": records,
+        }
+        atomic_write_json(path, study)
+        atomic_write_text(out / "recipes.md", _markdown(study))
+        with atomic_path(out / "recipes.png") as tmp:
+            _plot(study, tmp)
+    if path.is_file():
+        print(_markdown(json.loads(path.read_text())))
 
 
 def _markdown(study) -> str:
@@ -233,8 +280,12 @@ def _markdown(study) -> str:
         f"- Protocol: {study['protocol']}.",
         "- Cells: test UA in % (mean ± sample sd over seeds where there are several); "
         "utterance level.",
-        f"- Command: `{study['command']}`; wall time {study['wall_seconds'] / 60:.0f} min "
-        f"(backend {records[0]['backend']}).",
+        f"- Command: `{study['command']}`; training wall time {study['wall_seconds'] / 60:.0f} "
+        f"min in all (backend {records[0]['backend']}; "
+        f"{', '.join(sorted({r.get('machine', '?') for r in records}))}).",
+        f"- Trainings recorded: {len(records)} of the {study.get('planned', len(records))} "
+        "planned" + (" (**partial**: the study continues where it stopped when rerun)."
+                     if len(records) < study.get("planned", len(records)) else "."),
         "",
         "| recipe | variant | seeds | WA | UA | macro-F1 | folds predicting one class | "
         "mean epochs run |",
@@ -329,6 +380,8 @@ def main() -> None:
     e.add_argument("--settings", nargs="+", required=True)
     e.add_argument("--variants", nargs="+", default=["cnn_mha"])
     f.add_argument("--results", default=str(ROOT / "docs" / "results"))
+    f.add_argument("--max-trainings", type=int, default=None,
+                   help="stop after this many new trainings (rerun to continue)")
     m = sub.add_parser("summarize", help="validation-only table of the runs under --runs")
     m.add_argument("--runs", required=True)
     m.add_argument("--results", default=str(ROOT / "docs" / "results"))
