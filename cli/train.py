@@ -57,6 +57,11 @@ def _command_line() -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _where(options: dict) -> dict:
+    """Where a CSV corpus is found: its ``manifest`` and the ``data_dir``."""
+    return {"manifest": options.get("manifest"), "data_dir": options.get("data_dir")}
+
+
 def _reporting(quiet: bool) -> dict:
     """The progress and record keyword arguments of training and studies."""
     from keras_dkd.training import Progress
@@ -100,6 +105,7 @@ class Printer:
                 "cross-entropy"
                 if event.get("mode") == "ce"
                 else f"{event.get('mode', '').upper()} from the teacher"
+                + (" (its logits cached)" if event.get("teacher_logits") == "cached" else "")
             )
             start = event.get("initial_epoch", 0)
             resume = f", resuming after epoch {start}" if start else ""
@@ -203,7 +209,8 @@ def train(dataset, out, config_name, protocol, fold, teacher, overwrite, unsafe,
     splits.json, confusion.png and TensorBoard logs (logs/). Interrupted (Ctrl-C, kill)? Rerun
     the same command: it resumes from the last completed epoch.
     """
-    config_name, fold = check_data_options(dataset, config_name, protocol, fold)
+    config_name, fold = check_data_options(dataset, config_name, protocol, fold,
+                                           **_where(options))
     if teacher is not None and options["variant"] in ("ce", "cnn"):
         raise click.BadParameter(
             f"--variant {options['variant']} trains without a teacher", param_hint="'--teacher'"
@@ -260,7 +267,8 @@ def ablate(dataset, out, config_name, protocol, fold, seeds, betas, quiet, **opt
     the mean ± std of WA and UA over the seeds. Default protocol: leave-one-speaker/session-out,
     fold 0 (speaker-independent; the table states it). Rerun to resume an interrupted ablation.
     """
-    config_name, fold = check_data_options(dataset, config_name, protocol, fold)
+    config_name, fold = check_data_options(dataset, config_name, protocol, fold,
+                                           **_where(options))
     check_unique(seeds, "'--seeds'")
     check_unique(betas, "'--beta'")
     from keras_dkd import reports, studies
@@ -309,10 +317,11 @@ def cv(dataset, out, config_name, folds, quiet, **options):
     Each fold is a run directory under DIR (teacher and student, as `train`); cv.md and cv.json
     report every fold and the mean ± std. Rerun to resume.
     """
-    config_name, _ = check_data_options(dataset, config_name)
+    config_name, _ = check_data_options(dataset, config_name, **_where(options))
     fold_list = None
     if folds:
-        fold_list = [fold_index(dataset, f, "'--folds'") for f in folds]
+        fold_list = [fold_index(dataset, f, "'--folds'", config=config_name, **_where(options))
+                     for f in folds]
         check_unique(fold_list, "'--folds'")
     from keras_dkd import reports, studies
     from keras_dkd.options import RunOptions

@@ -44,6 +44,11 @@ class EpochBatches(keras.utils.PyDataset):
         seed: the shuffling seed (an int or a sequence of ints).
         augment: a :class:`keras_dkd.augment.SpecAugment` (or its ``to_dict()``), or None for
             no augmentation; an inactive one changes nothing.
+        teacher_logits: optional ``(n, classes)`` logits of a frozen teacher for the segments
+            (:func:`keras_dkd.distiller.teacher_logits_of`): batches are then
+            ``({"features": x, "teacher_logits": t}, y)``, what a
+            :class:`keras_dkd.distiller.Distiller` takes to skip the teacher's forward pass.
+            Refused with an active ``augment`` (the teacher must see the student's inputs).
 
     Example:
         >>> batches = EpochBatches(x, y, batch_size=32, seed=[0, 1])       # doctest: +SKIP
@@ -51,7 +56,8 @@ class EpochBatches(keras.utils.PyDataset):
         ...           callbacks=[EpochSetter(batches)])                   # doctest: +SKIP
     """
 
-    def __init__(self, features, labels, batch_size, seed, augment=None):
+    def __init__(self, features, labels, batch_size, seed, augment=None,  # noqa: PLR0913
+                 teacher_logits=None):
         super().__init__()
         if len(features) != len(labels):
             raise UserError("features and labels differ in length")
@@ -66,6 +72,16 @@ class EpochBatches(keras.utils.PyDataset):
         if augment is not None and not isinstance(augment, SpecAugment):
             raise UserError(f"augment must be a SpecAugment or None, got {augment!r}")
         self.augment = augment
+        self.teacher_logits = None
+        if teacher_logits is not None:
+            if augment is not None and augment.active:
+                raise UserError(
+                    "cached teacher logits need unaugmented inputs: the teacher must see what "
+                    "the student sees; run the teacher in the step instead"
+                )
+            self.teacher_logits = np.asarray(teacher_logits, np.float32)
+            if len(self.teacher_logits) != len(self.features):
+                raise UserError("teacher logits and features differ in length")
         self.epoch = 0
         self._order_epoch = None
         self._order = None
@@ -90,6 +106,10 @@ class EpochBatches(keras.utils.PyDataset):
         x = self.features[chosen]  # a copy: masking it leaves self.features as it is
         if self.augment is not None and self.augment.active:
             x = self.augment.apply(x, self.augment_rng(self.epoch, index))
+        if self.teacher_logits is not None:
+            from keras_dkd.distiller import CACHED_LOGITS, FEATURES
+
+            return {FEATURES: x, CACHED_LOGITS: self.teacher_logits[chosen]}, self.labels[chosen]
         return x, self.labels[chosen]
 
     def augment_rng(self, epoch: int, index: int) -> np.random.Generator:

@@ -13,6 +13,12 @@ The student objective is (mode ``dkd``, the DKDFMH recipe)::
 
 The other modes replace the distillation term: ``tckd`` → α · TCKD, ``nckd`` → β · NCKD,
 ``kd`` → α · KD, ``ce`` → nothing (no teacher needed), so a whole ablation runs on one code path.
+
+Cached teacher logits: the frozen teacher gives the same logits for a segment in every epoch
+when the student's inputs are not augmented, so they can be computed once
+(:func:`teacher_logits_of`) and passed with the inputs as ``{"features": x, "teacher_logits":
+t}``; the step then skips the teacher's forward pass and a distillation step costs about a
+cross-entropy step. Plain inputs still run the teacher in every step.
 """
 
 from __future__ import annotations
@@ -23,9 +29,47 @@ from keras import ops
 from keras_dkd import losses
 from keras_dkd.errors import UserError
 
-__all__ = ["Distiller", "MODES"]
+__all__ = ["CACHED_LOGITS", "FEATURES", "MODES", "Distiller", "teacher_logits_of"]
 
 MODES = ("dkd", "kd", "tckd", "nckd", "ce")
+#: The keys of a batch's inputs that carry precomputed teacher logits.
+FEATURES, CACHED_LOGITS = "features", "teacher_logits"
+
+
+def teacher_logits_of(teacher, features, batch_size=256):
+    """The frozen teacher's logits for every segment, computed once (float32 NumPy).
+
+    Pass them with the segments, ``{"features": x, "teacher_logits": t}``, to
+    :meth:`Distiller.fit` (or yield such batches) so that no step runs the teacher. Valid only
+    when the student sees the same inputs as the teacher did here (no augmentation).
+
+    Args:
+        teacher: the trained teacher ``keras.Model``.
+        features: its inputs, ``(n, ...)``.
+        batch_size: segments per forward pass.
+
+    Returns:
+        ``(n, classes)`` float32 logits (inference mode).
+
+    Example:
+        >>> t = teacher_logits_of(teacher, x)                                # doctest: +SKIP
+        >>> distiller.fit({"features": x, "teacher_logits": t}, y, epochs=5)  # doctest: +SKIP
+    """
+    import numpy as np
+
+    return np.asarray(teacher.predict(features, batch_size=batch_size, verbose=0), np.float32)
+
+
+def _split_inputs(x):
+    """``(features, cached teacher logits or None)`` of a batch's inputs."""
+    if isinstance(x, dict):
+        if set(x) != {FEATURES, CACHED_LOGITS}:
+            raise UserError(
+                f"Distiller inputs as a dict need exactly the keys {FEATURES!r} and "
+                f"{CACHED_LOGITS!r}, got {sorted(x)}"
+            )
+        return x[FEATURES], x[CACHED_LOGITS]
+    return x, None
 
 # The distillation terms each mode logs (unweighted, already multiplied by T²).
 _MODE_TERMS = {
@@ -256,14 +300,21 @@ class Distiller(keras.Model):
 
     # ------------------------------------------------------------------ forward + losses
     def call(self, inputs, training=False):
-        """The student's logits."""
-        return self.student(inputs, training=training)
+        """The student's logits (of ``inputs["features"]`` when given cached teacher logits)."""
+        return self.student(_split_inputs(inputs)[0], training=training)
 
     def teacher_logits(self, x):
-        """The frozen teacher's logits (inference mode, no gradient), or None in mode ``ce``."""
+        """The frozen teacher's logits (inference mode, no gradient), or None in mode ``ce``.
+
+        ``x`` is the segments, or ``{"features": ..., "teacher_logits": ...}``: then the given
+        (cached) logits are returned and the teacher does not run.
+        """
         if self.mode == "ce":
             return None
-        return ops.stop_gradient(self.teacher(x, training=False))
+        features, cached = _split_inputs(x)
+        if cached is not None:
+            return ops.stop_gradient(ops.cast(cached, "float32"))
+        return ops.stop_gradient(self.teacher(features, training=False))
 
     def compute_losses(self, student_logits, teacher_logits, labels):
         """The student objective and its logged terms (shared by every backend's step).
@@ -312,7 +363,7 @@ class Distiller(keras.Model):
 
     def _evaluate_batch(self, x, y):
         """Student-only evaluation of one batch: updates and returns ``loss`` and ``accuracy``."""
-        logits = self.student(x, training=False)
+        logits = self.student(_split_inputs(x)[0], training=False)
         batch = ops.cast(ops.shape(logits)[0], "float32")
         self.loss_tracker.update_state(_cross_entropy(logits, y), sample_weight=batch)
         self.accuracy_metric.update_state(ops.reshape(y, (-1,)), logits)
@@ -353,7 +404,7 @@ class Distiller(keras.Model):
         x, y = self._unpack(data)
         teacher_logits = self.teacher_logits(x)  # outside the tape: nothing to record
         with tf.GradientTape() as tape:
-            student_logits = self.student(x, training=True)
+            student_logits = self.student(_split_inputs(x)[0], training=True)
             total, terms = self.compute_losses(student_logits, teacher_logits, y)
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
@@ -368,7 +419,7 @@ class Distiller(keras.Model):
         with torch.no_grad():  # no autograd graph for the teacher at all
             teacher_logits = self.teacher_logits(x)
         self.zero_grad(set_to_none=True)
-        student_logits = self.student(x, training=True)
+        student_logits = self.student(_split_inputs(x)[0], training=True)
         total, terms = self.compute_losses(student_logits, teacher_logits, y)
         self.optimizer.scale_loss(total).backward()
         variables = self.trainable_variables
@@ -394,7 +445,7 @@ class Distiller(keras.Model):
             ]
             with keras.StatelessScope(state_mapping=mapping) as scope:
                 teacher_logits = self.teacher_logits(x)
-                student_logits = self.student(x, training=True)
+                student_logits = self.student(_split_inputs(x)[0], training=True)
                 total, terms = self.compute_losses(student_logits, teacher_logits, y)
             # Student BatchNorm statistics moved; the teacher's and the warm-up weight did not
             # (get_current_value returns the value passed in for those).

@@ -81,7 +81,7 @@ class Phase:
             info = self._info(checkpoint.epochs_completed, checkpoint.state.get("selected_epoch"),
                               checkpoint.state.get("selected_val_ua"))
             return load_model(run.model(self.name)), {**info, "skipped": True}
-        batches = self._batches()
+        batches = self._batches(teacher if mode != "ce" else None)
         model, trainer = self._build(variant, mode, teacher, len(batches))
         initial_epoch = checkpoint.restore(trainer)
         self._fit(trainer, model, batches, initial_epoch, mode, variant)
@@ -100,7 +100,10 @@ class Phase:
                 "epochs_run": epochs_run, "selected_epoch": selected, "val_ua": val_ua,
                 "resumed_from": None, "rows": self.checkpoint.history}
 
-    def _batches(self) -> EpochBatches:
+    def _batches(self, teacher=None) -> EpochBatches:
+        """The phase's training batches; with a teacher and no augmentation, they carry the
+        teacher's logits, computed once here (the step then skips the teacher)."""
+        from keras_dkd.distiller import teacher_logits_of
         from keras_dkd.training import PHASE_SEEDS, train_arrays
 
         recipe = self.options.recipe
@@ -111,8 +114,12 @@ class Phase:
             augment = SpecAugment(time_masks=recipe.time_masks, time_width=recipe.time_width,
                                   freq_masks=recipe.freq_masks, freq_width=recipe.freq_width)
         features, labels = train_arrays(self.bundle)
+        cached = None
+        if teacher is not None and (augment is None or not augment.active):
+            cached = teacher_logits_of(teacher, features)
         return EpochBatches(features, labels, recipe.batch_size,
-                            seed=[self.options.seed, PHASE_SEEDS[self.name]], augment=augment)
+                            seed=[self.options.seed, PHASE_SEEDS[self.name]], augment=augment,
+                            teacher_logits=cached)
 
     def _build(self, variant, mode, teacher, steps_per_epoch):
         """The phase's model and what trains it (the model itself, or a Distiller), compiled."""
@@ -147,7 +154,9 @@ class Phase:
         recipe = self.options.recipe
         self.progress.emit(event="phase", phase=self.name, status="start", epochs=recipe.epochs,
                            initial_epoch=initial_epoch, mode=mode, model_variant=variant,
-                           steps_per_epoch=len(batches))
+                           steps_per_epoch=len(batches),
+                           teacher_logits="cached" if batches.teacher_logits is not None
+                           else ("online" if mode != "ce" else None))
         if initial_epoch >= recipe.epochs or self._stopped_early():
             return
         callbacks = [

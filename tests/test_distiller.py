@@ -393,3 +393,62 @@ def test_one_step_agrees_across_backends(tmp_path):
             )
         # and the update itself agrees: the student's logits after the step
         np.testing.assert_allclose(other["after"], first["after"], atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- cached teacher
+
+
+def test_cached_teacher_logits_give_the_same_training():
+    """Logits computed once (teacher_logits_of) and passed with the inputs give the losses and
+    the student weights of a distiller that runs the teacher in every step."""
+    from keras_dkd.distiller import teacher_logits_of
+
+    x, y = batch(n=32, seed=3)
+    results = []
+    for cached in (False, True):
+        distiller = make_distiller(warmup_epochs=2)
+        distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+        initial = [keras.ops.convert_to_numpy(v) for v in distiller.student.trainable_variables]
+        inputs = x
+        if cached:
+            inputs = {"features": x, "teacher_logits": teacher_logits_of(distiller.teacher, x)}
+            assert inputs["teacher_logits"].shape == (32, CLASSES)
+        history = distiller.fit(inputs, y, batch_size=8, epochs=3, shuffle=False,
+                                verbose=0).history
+        weights = [keras.ops.convert_to_numpy(v) for v in distiller.student.trainable_variables]
+        results.append((history, weights, distiller))
+    (online, online_weights, _), (cached, cached_weights, distiller) = results
+    for key in ("loss", "ce", "tckd", "nckd"):
+        np.testing.assert_allclose(cached[key], online[key], rtol=1e-4, atol=1e-6)
+    assert any(not np.allclose(w, v) for w, v in zip(cached_weights, initial, strict=True))
+    for got, want in zip(cached_weights, online_weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+    # call / predict / evaluate take the dict too, and use the student
+    xs = {"features": x, "teacher_logits": np.zeros((32, CLASSES), np.float32)}
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(distiller(xs)),
+        keras.ops.convert_to_numpy(distiller.student(x)), rtol=1e-6, atol=1e-6)
+    with pytest.raises(UserError, match="exactly the keys"):
+        distiller({"features": x})
+
+
+def test_epoch_batches_carry_the_cached_logits_of_their_segments():
+    from keras_dkd.augment import SpecAugment
+    from keras_dkd.batches import EpochBatches
+
+    x, y = batch(n=20, seed=4)
+    logits = np.arange(20 * CLASSES, dtype=np.float32).reshape(20, CLASSES)
+    batches = EpochBatches(x, y, batch_size=8, seed=[1, 2], teacher_logits=logits)
+    plain = EpochBatches(x, y, batch_size=8, seed=[1, 2])
+    for i in range(len(batches)):
+        inputs, labels = batches[i]
+        xs, ys = plain[i]
+        np.testing.assert_array_equal(inputs["features"], xs)
+        np.testing.assert_array_equal(labels, ys)
+        rows = (inputs["teacher_logits"][:, 0] // CLASSES).astype(int)  # which segment
+        np.testing.assert_array_equal(x[rows], xs)
+    with pytest.raises(UserError, match="unaugmented inputs"):
+        EpochBatches(x, y, 8, seed=0, augment=SpecAugment(time_masks=1, time_width=2),
+                     teacher_logits=logits)
+    with pytest.raises(UserError, match="differ in length"):
+        EpochBatches(x, y, 8, seed=0, teacher_logits=logits[:5])

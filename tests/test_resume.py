@@ -149,6 +149,8 @@ def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_da
     starts = {e["phase"]: e for e in events if e.get("status") == "start"}
     assert set(starts) == {"student"}  # the finished teacher is not retrained
     assert starts["student"]["initial_epoch"] == 1
+    # no augmentation: the teacher's logits are computed once and passed with the batches
+    assert starts["student"]["teacher_logits"] == "cached"
     assert result["status"] == "resumed"
     assert _epochs_in_history(out) == [
         ("teacher", 1),
