@@ -96,12 +96,16 @@ def evaluate(model, split, seed, allow_overlap, batch_size, as_json, unsafe, **g
     default: the run's data options are used, and any data option given replaces the run's.
     A split that shares utterances with the run's training or validation data is refused
     unless --allow-overlap. A model outside a run directory needs --dataset.
+
+    Cross-corpus: --dataset OTHER [--config ...] --split all scores the model on another
+    corpus, its classes matched by name (happiness = happy); utterances of classes the model
+    lacks are not scored, and a model with a class the corpus lacks is refused.
     """
     from keras_dkd import evaluation
 
     found = evaluation.run_of_model(model)
     data = _data_options(model, found, {k: v for k, v in given.items() if v is not None})
-    _check_split(data.dataset, split)
+    _check_split(data, split)
     metrics = evaluation.evaluate(model, data, split=split, seed=seed,
                                   allow_overlap=allow_overlap, safe_mode=not unsafe,
                                   batch_size=batch_size)
@@ -133,7 +137,8 @@ def _data_options(model, found, given: dict):
     dataset = values.setdefault("dataset", "emodb")
     protocol = values.get("protocol", "random")
     config, fold = check_data_options(dataset, values.get("config"), protocol,
-                                      values.get("fold"))
+                                      values.get("fold"), manifest=values.get("manifest"),
+                                      data_dir=values.get("data_dir"))
     values.update(config=config, fold=fold)
     return DataOptions(**values)
 
@@ -156,16 +161,17 @@ def _note_other_split(found, data, seed):
         )
 
 
-def _check_split(dataset, split):
+def _check_split(data, split):
     from keras_dkd import corpora
 
     if split in ("test", "val", "all"):
         return
-    groups = list(corpora.groups(dataset))
+    groups = list(corpora.groups(data.dataset, data.config, data_dir=data.data_dir,
+                                 manifest=data.manifest))
     for part in split.split("+"):
         if part not in groups:
             raise click.BadParameter(
-                f"{part!r} is not a {dataset} split; use test, val, all or one of "
+                f"{part!r} is not a {data.dataset} split; use test, val, all or one of "
                 f"{', '.join(groups)} (join several with +)",
                 param_hint="'--split'",
             )

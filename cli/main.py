@@ -97,6 +97,7 @@ if "tensorflow" not in sys.modules:
 import click  # noqa: E402
 
 from keras_dkd import __version__  # noqa: E402
+from keras_dkd.cli.cross import cross  # noqa: E402
 from keras_dkd.cli.evaluate import evaluate, predict  # noqa: E402
 from keras_dkd.cli.export import export  # noqa: E402
 from keras_dkd.cli.options import user_errors  # noqa: E402
@@ -153,7 +154,7 @@ def info(as_json):
     click.echo(f"IEMOCAP manual dir    {env['iemocap_dir'] or '(not set)'}")
 
 
-for _command in (prepare, train, evaluate, predict, ablate, cv, export, serve):
+for _command in (prepare, train, evaluate, predict, ablate, cv, cross, export, serve):
     cli.add_command(_command)
 
 

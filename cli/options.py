@@ -109,20 +109,29 @@ def dataset_option(required=True):
         "--dataset",
         type=click.Choice(DATASETS),
         required=required,
-        help="The corpus (built with TFDS on first use).",
+        help="The corpus (built with TFDS on first use); csv: your own, listed in --manifest.",
     )
 
 
 def data_options(func):
-    """--config, --data-dir, --manual-dir, --cache-dir, --max-utterances."""
+    """--config, --manifest, --data-dir, --manual-dir, --cache-dir, --max-utterances."""
     return _stack(
         click.option(
             "--config",
             "config_name",
             metavar="NAME",
             default=None,
-            help="Dataset config (emodb: four_class [default], full; iemocap: "
-            "improvised [default], scripted, all, *_exc).",
+            help="Dataset config (emodb, ravdess: four_class [default], full; iemocap: "
+            "improvised [default], scripted, all, *_exc; csv: the name the corpus is built "
+            "under [the manifest's file stem]).",
+        ),
+        click.option(
+            "--manifest",
+            type=click.Path(dir_okay=False),
+            default=None,
+            metavar="FILE",
+            help="--dataset csv: the CSV manifest (path,label,speaker[,split,session,gender]; "
+            "paths relative to it). Not needed once built: then --config NAME.",
         ),
         click.option(
             "--data-dir",
@@ -160,7 +169,8 @@ def protocol_options(default_protocol="random", fold_help=None):
             default=default_protocol,
             show_default=default_protocol is not None,
             help="random: speaker-dependent utterance split (the paper's); loso: "
-            "leave one speaker (EmoDB) / session (IEMOCAP) out.",
+            "leave one speaker (EmoDB) / session (IEMOCAP) / actor (RAVDESS) / group (csv) "
+            "out.",
         ),
         click.option(
             "--fold",
@@ -360,17 +370,31 @@ def unsafe_option(func):
 # ------------------------------------------------------------------------------------------
 
 
-def check_data_options(dataset, config, protocol=None, fold=None):
+def check_data_options(dataset, config, protocol=None, fold=None, *, manifest=None,
+                       data_dir=None):
     """Validate ``--config`` and ``--fold`` against the corpus; return ``(config, fold_index)``.
+
+    For ``csv``, the config is the name the corpus is built under (the manifest's file stem
+    unless given), and the groups are read from the manifest or the built corpus.
 
     Raises:
         click.BadParameter: unknown config, ``--fold`` without ``--protocol loso``, or a fold
-            out of range (exit 2, before any work).
+            out of range (exit 2, before any work); a csv corpus with neither a manifest nor a
+            built config.
     """
     from keras_dkd import corpora
 
+    where = {"config": None, "manifest": manifest, "data_dir": data_dir}
+    if dataset == "csv":
+        config = _csv_config(config, manifest, data_dir)
+        where["config"] = config
+    elif manifest is not None:
+        raise click.BadParameter(f"--manifest applies to --dataset csv, not {dataset}",
+                                 param_hint="'--manifest'")
     configs = list(corpora.configs(dataset))
-    if config is None:
+    if dataset == "csv":
+        pass  # any name: the one the corpus is (or will be) built under
+    elif config is None:
         config = corpora.DEFAULT_CONFIG[dataset]
     elif config not in configs:
         raise click.BadParameter(
@@ -383,15 +407,32 @@ def check_data_options(dataset, config, protocol=None, fold=None):
         return config, None
     if protocol is not None and protocol != "loso":
         raise click.BadParameter("--fold applies to --protocol loso only", param_hint="'--fold'")
-    return config, fold_index(dataset, fold)
+    return config, fold_index(dataset, fold, **where)
 
 
-def fold_index(dataset, fold, param_hint="'--fold'") -> int:
-    """``fold`` (an index or a group name) as a 0-based index, or a click usage error."""
+def _csv_config(config, manifest, data_dir) -> str:
+    """The config of a CSV corpus, checked: a usage error when it cannot be found."""
+    from keras_dkd import corpora
+    from keras_dkd.errors import DatasetError
+
+    try:
+        config = corpora.csv_config(config, manifest)
+        corpora.groups("csv", config, manifest=manifest, data_dir=data_dir)
+    except DatasetError as error:
+        hint = "'--manifest'" if manifest is not None else "'--config' / '--manifest'"
+        raise click.BadParameter(str(error), param_hint=hint) from None
+    return config
+
+
+def fold_index(dataset, fold, param_hint="'--fold'", **where) -> int:
+    """``fold`` (an index or a group name) as a 0-based index, or a click usage error.
+
+    ``where``: ``config``, ``manifest`` and ``data_dir`` of a CSV corpus.
+    """
     from keras_dkd import corpora
 
     try:
-        return corpora.fold_index(dataset, fold)
+        return corpora.fold_index(dataset, fold, **where)
     except UserError as error:
         raise click.BadParameter(str(error), param_hint=param_hint) from None
 

@@ -216,7 +216,7 @@ def _text(value) -> str:
 
 
 def load_utterances(dataset: str, config: str | None = None, split=None, data_dir=None,
-                    manual_dir=None) -> list[Utterance]:
+                    manual_dir=None, manifest=None) -> list[Utterance]:
     """The utterances of TFDS splits of a corpus as :class:`Utterance` records.
 
     Args:
@@ -226,6 +226,7 @@ def load_utterances(dataset: str, config: str | None = None, split=None, data_di
             record's ``group`` is the split it came from.
         data_dir: the TFDS data directory (None: :func:`keras_dkd.paths.data_dir`).
         manual_dir: the raw corpus, used only when the dataset must be built.
+        manifest: ``csv`` only: the manifest, used only when the dataset must be built.
 
     Returns:
         Records in the corpus' deterministic order, split by split.
@@ -233,13 +234,13 @@ def load_utterances(dataset: str, config: str | None = None, split=None, data_di
     from keras_dkd import corpora
 
     if split is None:
-        splits = corpora.groups(dataset)
+        splits = corpora.groups(dataset, config, data_dir=data_dir, manifest=manifest)
     elif isinstance(split, str):
         splits = [s.strip() for s in split.split("+")] if "[" not in split else [split]
     else:
         splits = list(split)
     datasets = corpora.load(dataset, config, split=splits, data_dir=data_dir,
-                            manual_dir=manual_dir)
+                            manual_dir=manual_dir, manifest=manifest)
     records = []
     for name, ds in zip(splits, datasets, strict=True):
         for example in ds.as_numpy_iterator():
@@ -255,11 +256,11 @@ def load_utterances(dataset: str, config: str | None = None, split=None, data_di
     return records
 
 
-def _dataset_version(dataset: str, config: str | None, data_dir) -> str:
+def _dataset_version(dataset: str, config: str | None, data_dir, manifest=None) -> str:
     try:
         from keras_dkd import corpora
 
-        return str(corpora.builder(dataset, config, data_dir).version)
+        return str(corpora.builder(dataset, config, data_dir, manifest).version)
     except Exception:  # the version is informative only; the data fingerprint is what counts
         return "unknown"
 
@@ -299,13 +300,16 @@ def prepare(options: DataOptions, seed: int = 0) -> DataBundle:
         from keras_dkd.bundles import bundle_path, load_bundle
 
         return load_bundle(bundle_path(options, seed), expect=options, seed=seed)
-    class_names = corpora.class_names(options.dataset, options.config)
-    groups = corpora.groups(options.dataset)
-    records = load_utterances(options.dataset, options.config, groups,
-                              data_dir=options.data_dir, manual_dir=options.manual_dir)
+    where = {"data_dir": options.data_dir, "manifest": options.manifest}
+    records = load_utterances(options.dataset, options.config, None,
+                              manual_dir=options.manual_dir, **where)
+    # (after loading: a CSV corpus' classes and groups are those it was built with)
+    class_names = corpora.class_names(options.dataset, options.config, **where)
+    groups = corpora.groups(options.dataset, options.config, **where)
     return prepare_utterances(
         records, class_names, options, seed, groups=groups,
-        version=_dataset_version(options.dataset, options.config, options.data_dir),
+        version=_dataset_version(options.dataset, options.config, options.data_dir,
+                                 options.manifest),
     )
 
 
@@ -327,14 +331,16 @@ def utterance_set(options: DataOptions, split=None, *, seed: int = 0):
     """
     from keras_dkd import corpora
 
-    class_names = corpora.class_names(options.dataset, options.config)
+    where = {"data_dir": options.data_dir, "manifest": options.manifest}
     records = load_utterances(options.dataset, options.config, split,
-                              data_dir=options.data_dir, manual_dir=options.manual_dir)
+                              manual_dir=options.manual_dir, **where)
+    class_names = corpora.class_names(options.dataset, options.config, **where)
     if options.max_utterances is not None:
         subset_seed = options.resolved_split_seed(seed)
         records = [records[i] for i in _subset(records, options.max_utterances, subset_seed)]
     cache = FeatureCache(options.cache_dir, options.dataset, options.config,
-                         _dataset_version(options.dataset, options.config, options.data_dir),
+                         _dataset_version(options.dataset, options.config, options.data_dir,
+                                          options.manifest),
                          options.drop_short, options.padding)
     per_utt = cache.segments(records, [options.eval_hop])[0]
     result = _assemble(records, range(len(records)), per_utt, class_names, options.eval_hop)

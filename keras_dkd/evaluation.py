@@ -19,6 +19,7 @@ from pathlib import Path
 
 import keras
 
+from keras_dkd.class_mapping import class_mapping, restrict
 from keras_dkd.errors import UserError
 from keras_dkd.options import DataOptions, RunOptions
 from keras_dkd.runs import RunDir, read_json, to_builtin
@@ -91,9 +92,14 @@ def evaluate(
         ``macro_f1``, ``per_class_recall``, ``confusion``, ``classes``, ``n_utterances``) plus
         ``split``, ``dataset`` and ``model``.
 
+    Cross-corpus: when the corpus' classes differ from the model's, they are matched by name
+    (:mod:`keras_dkd.class_mapping`; ``happiness`` is ``happy``); the corpus' utterances of classes
+    the model lacks are not scored (``unscored_utterances``), and ``class_mapping`` (corpus class
+    -> model class) is added to the result.
+
     Raises:
         UserError: no data options for a model outside a run; an overlap with the run's
-            training data; a model whose classes the split does not have.
+            training data; a model with a class the corpus lacks (listing them).
     """
     from keras_dkd.io import load_model
     from keras_dkd.metrics import evaluate_model
@@ -110,21 +116,31 @@ def evaluate(
     utterances, class_names = _evaluation_set(data, split, seed)
     if utterances is None or utterances.n_utterances == 0:
         raise UserError(f"split {split!r} of {data.dataset}/{data.config} holds no utterances")
-    if found is not None and not allow_overlap:
-        _refuse_overlap(found, utterances, split, data)
     model_path = None
     if not isinstance(model, keras.Model):
         model_path = str(model)
         model = load_model(model, safe_mode=safe_mode)
     model_classes = list(get_class_names(model))
+    mapping = None
     if model_classes != list(class_names):
-        raise UserError(
-            f"the model predicts {model_classes} but {data.dataset}/{data.config} has "
-            f"{list(class_names)}; evaluate on the config the model was trained on"
-        )
-    result = to_builtin(evaluate_model(model, utterances, class_names, batch_size=batch_size))
+        mapping = class_mapping(model_classes, class_names, f"{data.dataset}/{data.config}")
+    if found is not None and not allow_overlap:
+        _refuse_overlap(found, utterances, split, data)
+    mapped = None
+    if mapping is not None:
+        mapped = {class_names[i]: model_classes[j] for i, j in mapping.items()}
+        total = utterances.n_utterances
+        utterances = restrict(utterances, mapping, model_classes)
+        if utterances.n_utterances == 0:
+            raise UserError(f"split {split!r} of {data.dataset}/{data.config} holds no "
+                            f"utterances of the model's classes ({', '.join(model_classes)})")
+        unscored = total - utterances.n_utterances
+    result = to_builtin(evaluate_model(model, utterances, model_classes, batch_size=batch_size))
     result["split"] = split
     result["dataset"] = f"{data.dataset}/{data.config}"
+    if mapped is not None:
+        result["class_mapping"] = mapped
+        result["unscored_utterances"] = int(unscored)
     if model_path:
         result["model"] = model_path
     return result

@@ -133,9 +133,10 @@ class DataOptions(_Options):
     """The data side of a run: what is trained and tested on.
 
     Args:
-        dataset: a corpus of :data:`keras_dkd.corpora.CORPORA` (``emodb``, ``iemocap``), or any
-            name for records prepared by the caller.
-        config: the corpus config (None: the corpus default, e.g. ``four_class``).
+        dataset: a corpus of :data:`keras_dkd.corpora.CORPORA` (``emodb``, ``iemocap``,
+            ``ravdess``, ``csv``), or any name for records prepared by the caller.
+        config: the corpus config (None: the corpus default, e.g. ``four_class``; for ``csv``
+            the manifest's file stem, the name the corpus is built under).
         protocol: ``"random"`` (speaker-dependent 80/20 utterance split, the paper's) or
             ``"loso"`` (leave one speaker / session out).
         fold: ``loso`` only: the held-out group, as a 0-based index or a group name
@@ -153,6 +154,8 @@ class DataOptions(_Options):
         data_dir, manual_dir, cache_dir: the TFDS data directory, the raw corpus, the feature
             cache (None: :mod:`keras_dkd.paths`' defaults). Where, not what: a run may resume
             with other locations.
+        manifest: ``csv`` only: the CSV manifest listing the corpus (:mod:`keras_dkd.manifests`);
+            not needed once the corpus is built under ``config``.
         bundle_dir: a folder of data bundles saved by :func:`keras_dkd.data.save_bundle`; when
             given, the data is read from there instead of TFDS (training without TensorFlow).
 
@@ -177,6 +180,7 @@ class DataOptions(_Options):
     manual_dir: str | None = _location()
     cache_dir: str | None = _location()
     bundle_dir: str | None = _location()
+    manifest: str | None = _location()
 
     def __post_init__(self):
         from keras_dkd import corpora
@@ -185,6 +189,8 @@ class DataOptions(_Options):
                f"dataset must be a name, got {self.dataset!r}")
         if self.config is None and self.dataset in corpora.DEFAULT_CONFIG:
             self._set("config", corpora.DEFAULT_CONFIG[self.dataset])
+        if self.dataset == "csv":
+            self._set("config", corpora.csv_config(self.config, self.manifest))
         _check(self.config is None or isinstance(self.config, str),
                f"config must be a name, got {self.config!r}")
         _choice("protocol", self.protocol, PROTOCOLS)
@@ -193,9 +199,13 @@ class DataOptions(_Options):
                    "'random' or use --protocol loso")
         elif self.fold is None:
             raise UserError("protocol 'loso' needs a fold: a 0-based index or a group name")
-        elif self.dataset in corpora.CORPORA and not (self.bundle_dir and _is_int(self.fold)):
-            # (with saved bundles and an index, the bundle checks the fold: no TFDS needed)
-            self._set("fold", corpora.fold_index(self.dataset, self.fold))
+        elif self.dataset in corpora.CORPORA and not (
+            (self.bundle_dir or self.dataset == "csv") and _is_int(self.fold)
+        ):
+            # (with saved bundles and an index, the bundle checks the fold: no TFDS needed; a
+            # CSV corpus' index is checked against its groups when the data is prepared)
+            self._set("fold", corpora.fold_index(self.dataset, self.fold, self.config,
+                                                 data_dir=self.data_dir, manifest=self.manifest))
         else:
             _check(_is_int(self.fold) or isinstance(self.fold, str),
                    f"fold must be an integer or a group name, got {self.fold!r}")
@@ -212,7 +222,7 @@ class DataOptions(_Options):
         for name in ("train_hop", "eval_hop"):
             self._set(name, _number(name, getattr(self, name), low=0, low_open=True))
         _choice("padding", self.padding, PADDINGS)
-        for name in ("data_dir", "manual_dir", "cache_dir", "bundle_dir"):
+        for name in ("data_dir", "manual_dir", "cache_dir", "bundle_dir", "manifest"):
             self._set(name, _optional_path(name, getattr(self, name)))
 
     def resolved_split_seed(self, seed: int) -> int:

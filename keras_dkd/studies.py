@@ -204,7 +204,8 @@ def cv(
     """
     progress = progress or Progress()
     dataset = base.data.dataset
-    groups = list(corpora.groups(dataset))
+    groups = list(corpora.groups(dataset, base.data.config, data_dir=base.data.data_dir,
+                                 manifest=base.data.manifest))
     folds = list(range(len(groups))) if folds is None else [
         groups.index(corpora.fold_group(f, groups)) for f in folds]
     if len(set(folds)) != len(folds):

@@ -19,12 +19,17 @@ FOUR = ["neutral", "happy", "angry", "sad"]
 
 
 def test_names_defaults_and_configs():
-    assert corpora.CORPORA == ("iemocap", "emodb")
-    assert corpora.DEFAULT_CONFIG == {"iemocap": "improvised", "emodb": "four_class"}
+    assert corpora.CORPORA == ("iemocap", "emodb", "ravdess", "csv")
+    assert corpora.DEFAULT_CONFIG == {"iemocap": "improvised", "emodb": "four_class",
+                                      "ravdess": "four_class"}
     assert corpora.configs("iemocap") == [
         "improvised", "scripted", "all", "improvised_exc", "scripted_exc", "all_exc",
     ]  # fmt: skip
     assert corpora.configs("emodb") == ["four_class", "full"]
+    assert corpora.configs("ravdess") == ["four_class", "full"]
+    assert corpora.configs("csv") == []  # one per manifest
+    assert corpora.class_names("ravdess", "full") == [
+        "neutral", "happy", "angry", "sad", "calm", "fearful", "disgust", "surprised"]
 
 
 def test_class_names_and_groups():
@@ -59,7 +64,7 @@ def test_data_dir_defaults_to_the_environment(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: corpora.configs("ravdess"), "unknown dataset 'ravdess': choose one of iemocap"),
+        (lambda: corpora.configs("savee"), "unknown dataset 'savee': choose one of iemocap"),
         (lambda: corpora.class_names("emodb", "seven"), "unknown config 'seven' for emodb"),
         (lambda: corpora.groups("nope"), "unknown dataset"),
         (lambda: corpora.load("emodb", split="train"), "unknown split 'train' for emodb"),
@@ -114,6 +119,7 @@ print(json.dumps({{"heavy": heavy, "found": found,
 def test_code_path_points_into_the_dataset_folder():
     for name in corpora.CORPORA:
         cls = corpora.builder_class(name)
-        assert Path(str(cls.code_path)) == REPO / "datasets" / name / f"{name}_dataset_builder.py"
+        folder = REPO / "datasets" / corpora.FOLDERS[name]
+        assert Path(str(cls.code_path)) == folder / f"{folder.name}_dataset_builder.py"
         assert (Path(str(cls.code_path)).parent / "README.md").is_file()
         assert cls.get_metadata().description  # README.md is the TFDS description
