@@ -224,6 +224,10 @@ class DataOptions(_Options):
         _choice("padding", self.padding, PADDINGS)
         for name in ("data_dir", "manual_dir", "cache_dir", "bundle_dir", "manifest"):
             self._set(name, _optional_path(name, getattr(self, name)))
+        if self.manifest is not None:  # absolute: a run resumed elsewhere still finds it
+            from pathlib import Path
+
+            self._set("manifest", str(Path(self.manifest).expanduser().absolute()))
 
     def resolved_split_seed(self, seed: int) -> int:
         """The seed of the splits for a run seeded with ``seed``."""

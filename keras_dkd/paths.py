@@ -13,6 +13,8 @@ variable                   default                      what lives there
 ``KERAS_DKD_EMODB_DIR``    (none)                       a local copy of EmoDB (a folder holding
                                                         ``wav/``): used instead of downloading
 ``KERAS_DKD_IEMOCAP_DIR``  (none)                       ``IEMOCAP_full_release`` or its parent
+``KERAS_DKD_RAVDESS_DIR``  (none)                       RAVDESS' speech archive or its extracted
+                                                        ``Actor_01`` ... ``Actor_24`` folders
 =========================  ===========================  ==========================================
 
 A variable naming a file (or a path under a file) raises :class:`keras_dkd.errors.UserError`

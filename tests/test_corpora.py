@@ -90,15 +90,16 @@ def test_builders_import_light_and_register_once():
     code = f"""
 import json, sys
 from keras_dkd import corpora
-corpora.configs("emodb"); corpora.configs("iemocap")
+for name in corpora.CORPORA:
+    corpora.builder_class(name)
 heavy = sorted(m for m in ("tensorflow", "keras", "torch", "jax") if m in sys.modules)
 import tensorflow_datasets as tfds
 found = {{}}
-for name in ("emodb", "iemocap"):
+for name, folder in corpora.FOLDERS.items():
     with tfds.core.utils.add_sys_path({str(REPO / "datasets")!r}):
-        cls = tfds.core.community.builder_cls_from_module(f"{{name}}.{{name}}_dataset_builder")
-    found[name] = [cls.name, cls is corpora.builder_class(name), str(cls.code_path),
-                   tfds.builder_cls(name) is corpora.builder_class(name)]
+        cls = tfds.core.community.builder_cls_from_module(f"{{folder}}.{{folder}}_dataset_builder")
+    found[folder] = [cls.name, cls is corpora.builder_class(name), str(cls.code_path),
+                     tfds.builder_cls(folder) is corpora.builder_class(name)]
 print(json.dumps({{"heavy": heavy, "found": found,
                   "top_level_datasets": "datasets" in sys.modules}}))
 """
@@ -109,6 +110,7 @@ print(json.dumps({{"heavy": heavy, "found": found,
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["heavy"] == []
     assert report["top_level_datasets"] is False
+    assert sorted(report["found"]) == sorted(corpora.FOLDERS.values())
     for name, (registered_name, same, code_path, registry_hit) in report["found"].items():
         assert registered_name == name
         assert not same  # a second class object, made under skip_registration

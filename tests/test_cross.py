@@ -5,6 +5,7 @@ the plumbing, not the numbers)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -129,3 +130,18 @@ def test_cross_rejects_bad_corpora_before_any_work(tmp_path, specs, message):
                     tmp_path / "tfds")
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "tfds").exists()
+
+
+def test_evaluate_in_a_fresh_process_loads_a_trained_model(cross_study):
+    """`keras-dkd evaluate` as a user runs it: a new process, which has not imported the
+    training code that registers the model's learning-rate schedule."""
+    out, _, where = cross_study
+    runs = json.loads((out / "cross.json").read_text())["runs"]
+    model = Path(runs["emodb/four_class"]) / "student.keras"
+    code = "from keras_dkd.cli.main import main; main()"
+    args = ["evaluate", model, "--dataset", "csv", "--config", "emodb7", "--split", "all",
+            "--max-utterances", "24", "--allow-overlap", "--json", *where]
+    done = subprocess.run([sys.executable, "-c", code, *[str(a) for a in args]],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["class_mapping"]["happiness"] == "happy"
