@@ -152,6 +152,7 @@ def info(as_json):
     click.echo(f"runs dir              {env['runs_dir']}")
     click.echo(f"EmoDB manual dir      {env['emodb_dir'] or '(not set: downloads the archive)'}")
     click.echo(f"IEMOCAP manual dir    {env['iemocap_dir'] or '(not set)'}")
+    click.echo(f"RAVDESS manual dir    {env['ravdess_dir'] or '(not set)'}")
 
 
 for _command in (prepare, train, evaluate, predict, ablate, cv, cross, export, serve):

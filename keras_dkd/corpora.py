@@ -314,6 +314,13 @@ def _csv_builder(config, data_dir: Path, manifest, classes):
                            class_names=tuple(classes or ()))
     if (built / "dataset_info.json").is_file():
         _check_same_manifest(name, built, manifest)
+        built_classes = _csv_facts(name, data_dir, None)["class_names"]
+        if classes is not None and list(classes) != built_classes:
+            raise DatasetError(
+                f"csv: {name!r} in {data_dir} was built with the classes "
+                f"{', '.join(built_classes)}, not {', '.join(classes)}: pass --config with a new "
+                f"name, or delete {built.parent} to rebuild it"
+            )
         return tfds.builder_from_directory(str(built))
     return module.Builder(config=cfg, data_dir=str(data_dir))
 

@@ -64,4 +64,5 @@ def environment() -> dict:
         "runs_dir": str(paths.runs_dir()),
         "emodb_dir": str(paths.manual_dir("emodb") or ""),
         "iemocap_dir": str(paths.manual_dir("iemocap") or ""),
+        "ravdess_dir": str(paths.manual_dir("ravdess") or ""),
     }

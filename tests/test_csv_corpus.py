@@ -171,6 +171,9 @@ def test_prepare_builds_a_csv_corpus_with_given_classes(folder, tmp_path):
     assert "groups      s1, s2" in result.output
     assert corpora.csv_configs(tmp_path / "tfds") == ["mine"]
     assert corpora.class_names("csv", "mine", data_dir=tmp_path / "tfds") == ["sad", "happy"]
+    result = invoke("prepare", "--dataset", "csv", "--manifest", manifest, "--classes",
+                    "happy,sad", "--config", "mine", *common)
+    assert result.exit_code == 1 and "was built with the classes sad, happy" in result.output
     # leave-one-group-out by name or index, read back by the config name alone
     from keras_dkd import data
     from keras_dkd.options import DataOptions
