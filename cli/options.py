@@ -14,7 +14,7 @@ import click
 
 from keras_dkd.corpora import CORPORA as DATASETS
 from keras_dkd.errors import UserError
-from keras_dkd.options import PADDINGS, PROTOCOLS, SCHEDULES, SELECTIONS, VARIANTS
+from keras_dkd.options import PADDINGS, PRECISIONS, PROTOCOLS, SCHEDULES, SELECTIONS, VARIANTS
 from keras_dkd.recipes import RECIPES
 
 
@@ -294,6 +294,14 @@ def training_options(func):
             default=None,
             help="How an utterance shorter than 2 s fills its segment: zero (silence) or "
             "repeat [recipe's].",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(PRECISIONS),
+            default=None,
+            help="Keras dtype policy of the models: float32, or mixed_bfloat16 (bfloat16 "
+            "compute; softmax, losses, BatchNorm statistics and logits in float32) "
+            "[float32].",
         ),
     )(func)
 

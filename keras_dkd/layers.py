@@ -183,20 +183,32 @@ class _ConvBatchNorm(_LayoutLayer):
         self.epsilon = float(epsilon)
 
     def _add_batch_norm_weights(self, channels):
-        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
-        self.moving_mean = self.add_weight(
-            shape=(channels,), initializer="zeros", name="moving_mean", trainable=False
-        )
-        self.moving_variance = self.add_weight(
-            shape=(channels,), initializer="ones", name="moving_variance", trainable=False
-        )
+        # autocast=False: under a mixed dtype policy BatchNorm's parameters and statistics are
+        # read (and computed) in float32; only the scaled map is cast to the compute dtype.
+        def weight(name, initializer, trainable=True):
+            return self.add_weight(shape=(channels,), initializer=initializer, name=name,
+                                   trainable=trainable, autocast=False)
+
+        self.gamma = weight("gamma", "ones")
+        self.beta = weight("beta", "zeros")
+        self.moving_mean = weight("moving_mean", "zeros", trainable=False)
+        self.moving_variance = weight("moving_variance", "ones", trainable=False)
 
     def _inference_scale_shift(self, bias):
-        """BatchNorm with moving statistics folded into ``conv * scale + shift``."""
+        """BatchNorm with moving statistics folded into ``conv * scale + shift`` (float32)."""
         scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
-        shift = self.beta + scale * (bias - self.moving_mean)
+        shift = self.beta + scale * (ops.cast(bias, "float32") - self.moving_mean)
         return scale, shift
+
+    def _scaled_kernel(self, kernel, scale):
+        """``kernel * scale`` computed in float32, in the compute dtype."""
+        return ops.cast(ops.cast(kernel, "float32") * scale, self.compute_dtype)
+
+    def _apply(self, y, scale, shift):
+        """``y * scale + shift`` per channel, in ``y``'s dtype (None: no scale)."""
+        if scale is not None:
+            y = y * self._per_channel(ops.cast(scale, y.dtype))
+        return y + self._per_channel(ops.cast(shift, y.dtype))
 
     def _training_scale_shift(self, y, bias, sign=None):
         """Batch statistics of the bias-free map ``y``; updates the moving statistics.
@@ -206,7 +218,9 @@ class _ConvBatchNorm(_LayoutLayer):
         ``y * (scale * sign) + shift`` when ``sign`` is given (``y`` then being the output of the
         sign-flipped kernel), and ``y * scale + shift`` otherwise.
         """
-        mean, variance = _batch_moments(y, self.channels_first)
+        # float32 statistics whatever the compute dtype (a no-op cast in float32)
+        mean, variance = _batch_moments(ops.cast(y, "float32"), self.channels_first)
+        bias = ops.cast(bias, "float32")
         true_mean = (mean * sign if sign is not None else mean) + bias
         m = self.momentum
         self.moving_mean.assign(self.moving_mean * m + ops.stop_gradient(true_mean) * (1.0 - m))
@@ -269,22 +283,22 @@ class ConvBlock(_ConvBatchNorm):
 
         if not (training and self.trainable):
             scale, shift = self._inference_scale_shift(self.bias)
-            y = conv(self.kernel * scale)
+            y = conv(self._scaled_kernel(self.kernel, scale))
             if self.pool:
                 y = self._max_pool(y)
-            return ops.relu(y + self._per_channel(shift))
+            return ops.relu(self._apply(y, None, shift))
         if not self.pool:
             y = conv(self.kernel)
             scale, shift = self._training_scale_shift(y, self.bias)
-            return ops.relu(y * self._per_channel(scale) + self._per_channel(shift))
+            return ops.relu(self._apply(y, scale, shift))
         # max(a*y + b) over a window is a*max(y) + b for a >= 0. Flip the kernel's sign where
         # gamma < 0 so that |scale| applies, pool the raw map, then BatchNorm and ReLU the pooled
         # map (a quarter of the size).
         sign = ops.where(self.gamma >= 0, 1.0, -1.0)
-        y = conv(self.kernel * sign)
+        y = conv(self.kernel * ops.cast(sign, self.compute_dtype))
         scale, shift = self._training_scale_shift(y, self.bias, sign=sign)
         y = self._max_pool(y)
-        return ops.relu(y * self._per_channel(scale * sign) + self._per_channel(shift))
+        return ops.relu(self._apply(y, scale * sign, shift))
 
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)
@@ -370,11 +384,12 @@ class ParallelConvBlock(_ConvBatchNorm):
         f = self.filters
         if not (training and self.trainable):
             scale, shift = self._inference_scale_shift(bias)
-            y = self._branches(inputs, self.kernel_a * scale[:f], self.kernel_b * scale[f:])
-            return ops.relu(y + self._per_channel(shift))
+            y = self._branches(inputs, self._scaled_kernel(self.kernel_a, scale[:f]),
+                               self._scaled_kernel(self.kernel_b, scale[f:]))
+            return ops.relu(self._apply(y, None, shift))
         y = self._branches(inputs, self.kernel_a, self.kernel_b)
         scale, shift = self._training_scale_shift(y, bias)
-        return ops.relu(y * self._per_channel(scale) + self._per_channel(shift))
+        return ops.relu(self._apply(y, scale, shift))
 
     def compute_output_shape(self, input_shape):
         batch, time, freq = input_shape
@@ -464,8 +479,9 @@ class HeadFusion(_LayoutLayer):
             return ops.reshape(y, (batch, positions, self.heads, self.hidden))
 
         q, k, v = project(0), project(1), project(2)
-        attention = ops.softmax(q * k, axis=-1)
-        return ops.mean(ops.relu(attention * v), axis=(1, 2))
+        # The softmax and the final mean in float32 (no-op casts in float32).
+        attention = ops.cast(ops.softmax(ops.cast(q * k, "float32"), axis=-1), v.dtype)
+        return ops.mean(ops.cast(ops.relu(attention * v), "float32"), axis=(1, 2))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.hidden)
@@ -492,7 +508,7 @@ class GlobalAveragePool(_LayoutLayer):
     """
 
     def call(self, inputs):
-        return ops.mean(inputs, axis=self._spatial_axes)
+        return ops.mean(ops.cast(inputs, "float32"), axis=self._spatial_axes)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[self._channel_axis])
@@ -521,6 +537,9 @@ class Logits(keras.layers.Layer):
     """
 
     def __init__(self, class_names, padding="zero", **kwargs):
+        # float32 whatever the global dtype policy: the logits a model returns (and its
+        # softmax, losses and exports downstream) stay float32 under mixed precision.
+        kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         names = [str(name) for name in class_names]
         if not names or len(set(names)) != len(names):

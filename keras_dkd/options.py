@@ -55,6 +55,9 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "inverse_time", "step", "cosine")
 #: Initialisations of the head-fusion layer's fused Q/K/V kernel.
 HEAD_INITS = ("fused", "per_head")
+#: Keras dtype policies a run may train under: float32, or bfloat16 compute with float32
+#: variables (the softmax, losses, BatchNorm statistics and logits stay float32).
+PRECISIONS = ("float32", "mixed_bfloat16")
 #: How a short utterance fills its one segment.
 PADDINGS = ("zero", "repeat")
 
@@ -273,6 +276,9 @@ class Recipe(_Options):
         head_init: ``fused`` (Glorot over the fused Q/K/V kernel of the head-fusion layer) or
             ``per_head`` (Glorot over each head's 1x1 convolution, as separate layers get).
         select: ``best`` (each phase keeps its epoch with the best validation UA) or ``last``.
+        precision: the Keras dtype policy the models are built with: ``float32`` or
+            ``mixed_bfloat16`` (bfloat16 compute, float32 variables; softmax, losses,
+            BatchNorm statistics and the logits stay float32). Saved models keep it.
 
     Example:
         >>> Recipe(variant="kd", epochs=20).epochs
@@ -303,6 +309,7 @@ class Recipe(_Options):
     dropout: float = 0.0
     head_init: str = "fused"
     select: str = "best"
+    precision: str = "float32"
 
     def __post_init__(self):
         _check(isinstance(self.name, str) and self.name != "",
@@ -312,6 +319,7 @@ class Recipe(_Options):
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("head_init", self.head_init, HEAD_INITS)
         _choice("selection", self.select, SELECTIONS)
+        _choice("precision", self.precision, PRECISIONS)
         for name, low, low_open in (("alpha", 0, False), ("beta", 0, False),
                                     ("temperature", 0, True), ("learning_rate", 0, True),
                                     ("weight_decay", 0, False), ("lr_decay", 0, False),

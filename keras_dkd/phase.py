@@ -129,10 +129,15 @@ class Phase:
 
         recipe = self.options.recipe
         set_seed(phase_seed(self.options.seed, self.name))
-        model = build_model(variant=variant, class_names=self.bundle.class_names,
-                            normalization=self.bundle.normalization, name=self.name,
-                            dropout=recipe.dropout, head_init=recipe.head_init,
-                            padding=self.options.data.padding)
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(recipe.precision)  # the layers keep it: scoped here
+        try:
+            model = build_model(variant=variant, class_names=self.bundle.class_names,
+                                normalization=self.bundle.normalization, name=self.name,
+                                dropout=recipe.dropout, head_init=recipe.head_init,
+                                padding=self.options.data.padding)
+        finally:
+            keras.config.set_dtype_policy(previous)
         optimizer = make_optimizer(recipe, steps_per_epoch)
         if mode == "ce" and teacher is None:
             model.compile(

@@ -47,3 +47,15 @@ def emodb_dir() -> Path:
 @pytest.fixture(scope="session")
 def emodb_wavs(emodb_dir) -> list[Path]:
     return sorted((emodb_dir / "wav").glob("*.wav"))
+
+
+@pytest.fixture(scope="session")
+def emodb_data(emodb_dir, tmp_path_factory):
+    """EmoDB four_class built once per session (TFDS data dir + feature cache), as CLI options:
+    ``["--data-dir", D, "--cache-dir", C, "--manual-dir", M]``."""
+    from keras_dkd import corpora
+
+    root = tmp_path_factory.getbasetemp() / "keras_dkd_emodb"
+    corpora.prepare("emodb", "four_class", data_dir=root / "tfds", manual_dir=emodb_dir)
+    return ["--data-dir", str(root / "tfds"), "--cache-dir", str(root / "cache"),
+            "--manual-dir", str(emodb_dir)]

@@ -30,16 +30,6 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="session")
-def emodb_data(emodb_dir, tmp_path_factory):
-    """EmoDB built once per session (TFDS data dir + feature cache), as CLI options."""
-    from keras_dkd import corpora
-
-    root = tmp_path_factory.getbasetemp() / "keras_dkd_emodb"
-    corpora.prepare("emodb", "four_class", data_dir=root / "tfds", manual_dir=emodb_dir)
-    return ["--data-dir", root / "tfds", "--cache-dir", root / "cache", "--manual-dir", emodb_dir]
-
-
-@pytest.fixture(scope="session")
 def trained_run(emodb_data, tmp_path_factory):
     """One tiny `keras-dkd train` run (teacher + DKD student, 2 epochs each)."""
     out = tmp_path_factory.getbasetemp() / f"cli_run_{BACKEND}"

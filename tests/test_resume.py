@@ -46,22 +46,6 @@ OPTIONS = [
 
 
 @pytest.fixture(scope="session")
-def emodb_data(emodb_dir, tmp_path_factory):
-    from keras_dkd import corpora
-
-    root = tmp_path_factory.getbasetemp() / "keras_dkd_emodb"
-    corpora.prepare("emodb", "four_class", data_dir=root / "tfds", manual_dir=emodb_dir)
-    return [
-        "--data-dir",
-        str(root / "tfds"),
-        "--cache-dir",
-        str(root / "cache"),
-        "--manual-dir",
-        str(emodb_dir),
-    ]
-
-
-@pytest.fixture(scope="session")
 def reference_run(emodb_data, tmp_path_factory):
     out = tmp_path_factory.getbasetemp() / f"cli_run_{BACKEND}"
     result = CliRunner().invoke(
