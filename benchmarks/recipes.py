@@ -231,7 +231,7 @@ def final(args) -> None:
     on this machine or another (each record names its machine and wall time). The table says
     how many of the planned trainings it is over.
     """
-    from keras_dkd.io import atomic_path, atomic_write_json, atomic_write_text
+    from keras_dkd.io import atomic_write_json
 
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,11 +262,19 @@ def final(args) -> None:
             "records": records,
         }
         atomic_write_json(path, study)
-        atomic_write_text(out / "recipes.md", _markdown(study))
-        with atomic_path(out / "recipes.png") as tmp:
-            _plot(study, tmp)
-    if path.is_file():
-        print(_markdown(json.loads(path.read_text())))
+        _write_report(out, study)
+    if path.is_file():  # also the report alone: `final --max-trainings 0`
+        study = json.loads(path.read_text())
+        _write_report(out, study)
+        print(_markdown(study))
+
+
+def _write_report(out: Path, study: dict) -> None:
+    from keras_dkd.io import atomic_path, atomic_write_text
+
+    atomic_write_text(out / "recipes.md", _markdown(study))
+    with atomic_path(out / "recipes.png") as tmp:
+        _plot(study, tmp)
 
 
 def _markdown(study) -> str:
@@ -278,8 +286,8 @@ def _markdown(study) -> str:
         "# Recipes on EmoDB four_class, leave-one-speaker-out",
         "",
         f"- Protocol: {study['protocol']}.",
-        "- Cells: test UA in % (mean ± sample sd over seeds where there are several); "
-        "utterance level.",
+        "- Cells: utterance-level test metrics in %, mean ± sample sd over the trained models "
+        "of the row (folds × seeds).",
         f"- Command: `{study['command']}`; training wall time {study['wall_seconds'] / 60:.0f} "
         f"min in all (backend {records[0]['backend']}; "
         f"{', '.join(sorted({r.get('machine', '?') for r in records}))}).",
@@ -319,19 +327,22 @@ def _markdown(study) -> str:
 def _paired(records, a, b) -> str:
     """A paired comparison of two settings over the (fold, seed) pairs both have."""
     key = {(r["recipe"], r["variant"], r["fold"], r["seed"]): r["ua"] for r in records}
-    pairs = [(key[(*a, f, s)], key[(*b, f, s)]) for (_, _, f, s) in key
+    runs = sorted({(f, s) for (_, _, f, s) in key})
+    pairs = [(key[(*a, f, s)], key[(*b, f, s)]) for f, s in runs
              if (*a, f, s) in key and (*b, f, s) in key]
-    pairs = list(dict.fromkeys(pairs))
     if len(pairs) < 2:
         return ""
+    diff = np.array([x - y for x, y in pairs])
+    text = (f"Paired over {len(pairs)} (fold, seed) pairs: {a[0]} {a[1]} − {b[0]} {b[1]} = "
+            f"{diff.mean() * 100:+.1f} ± {diff.std(ddof=1) * 100:.1f} UA points")
+    if len(pairs) < 6:  # too few pairs for a test to mean anything
+        return text + f" (no test with {len(pairs)} pairs; at least 6 are needed)."
     from scipy import stats
 
-    diff = np.array([x - y for x, y in pairs])
     t = stats.ttest_rel([x for x, _ in pairs], [y for _, y in pairs])
     w = stats.wilcoxon(diff) if np.any(diff) else None
-    return (f"Paired over {len(pairs)} (fold, seed) pairs: {a[0]} {a[1]} − {b[0]} {b[1]} = "
-            f"{diff.mean() * 100:+.1f} ± {diff.std(ddof=1) * 100:.1f} UA points; paired t-test "
-            f"p = {t.pvalue:.3f}" + (f", Wilcoxon p = {w.pvalue:.3f}" if w else "") + ".")
+    return (text + f"; paired t-test p = {t.pvalue:.3f}"
+            + (f", Wilcoxon p = {w.pvalue:.3f}" if w else "") + ".")
 
 
 def _plot(study, path) -> None:
