@@ -52,7 +52,7 @@ _ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?/?$"
 )
-_MAX_BODY = 512 * 1024 * 1024  # TF Serving's default limit is larger than any sane request
+_MAX_BODY = 512 * 1024 * 1024  # refused above this: a test server holds the body in memory
 
 
 class RequestError(Exception):
@@ -291,6 +291,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if status >= 400:  # the body may be unread: do not reuse the connection
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
@@ -324,9 +327,15 @@ class _Handler(BaseHTTPRequestHandler):
                     f"this test server answers :predict only (got "
                     f"{':' + match['verb'] if match['verb'] else 'no verb'})"
                 )
-            length = int(self.headers.get("Content-Length") or 0)
-            if length <= 0 or length > _MAX_BODY:
-                raise RequestError("send a JSON body (with a Content-Length)")
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = 0
+            if length <= 0:
+                raise RequestError("send a JSON body (with a Content-Length header)")
+            if length > _MAX_BODY:
+                raise RequestError(f"the body is {length} bytes; this test server takes at most "
+                                   f"{_MAX_BODY} (split the request)")
             raw = self.rfile.read(length)
             try:
                 body = json.loads(raw)
