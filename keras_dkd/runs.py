@@ -97,9 +97,15 @@ def to_builtin(value):
 def compatible(old: dict, new: dict) -> list[str]:
     """The result-changing options that differ between two configs' ``options`` (empty: same),
     and a change of backend."""
-    from keras_dkd.options import result_differences
+    from keras_dkd.options import RunOptions, result_differences
 
     old_options = old.get("options", {})
+    try:
+        # An option added after the old run was made takes its default there: the behaviour
+        # the code had before the option existed.
+        old_options = {**RunOptions.from_dict(old_options).to_dict(), **old_options}
+    except Exception:  # noqa: BLE001 - a damaged config is reported by its caller
+        pass
     new_options = new.get("options", {})
     differences = result_differences(
         to_builtin(old_options), to_builtin(new_options), NON_RESULT_OPTIONS

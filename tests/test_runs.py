@@ -73,6 +73,17 @@ def test_compatible_lists_result_changing_differences_only():
 
 
 @pytest.mark.once
+def test_an_option_added_later_takes_its_default_in_an_old_config():
+    from keras_dkd.options import RunOptions
+
+    options = RunOptions.from_flat(dataset="emodb", epochs=3).to_dict()
+    old = {k: v for k, v in options.items() if k != "precision"}  # made before --precision
+    assert compatible({"options": old}, {"options": options}) == []
+    assert compatible({"options": old},
+                      {"options": {**options, "precision": "mixed_bfloat16"}}) != []
+
+
+@pytest.mark.once
 def test_history_csv_has_a_phase_column_and_the_union_of_columns(tmp_path):
     run = RunDir(tmp_path)
     run.write_history(
