@@ -18,7 +18,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable ".[dev,torch,jax,onnx]"
+	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) --editable ".[dev,torch,jax,onnx,ray]"
 	@touch $@
 
 demo: venv

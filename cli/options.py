@@ -373,6 +373,68 @@ def unsafe_option(func):
     )(func)
 
 
+def ray_options(func):
+    """--ray, --ray-address, --ray-workers, --ray-threads: run a study's trainings on Ray.
+
+    The command receives them as one argument, ``ray``: a
+    :class:`keras_dkd.study_jobs.RayOptions`, or None to train serially (:func:`ray_choice`).
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, ray_local, ray_address, ray_workers, ray_threads, **kwargs):
+        return func(*args, ray=ray_choice(ray_local, ray_address, ray_workers, ray_threads),
+                    **kwargs)
+
+    return _stack(
+        click.option(
+            "--ray",
+            "ray_local",
+            is_flag=True,
+            help="Run the trainings as Ray tasks on a local Ray instance started for the study "
+            "(needs the ray extra: pip install 'keras-dkd[ray]').",
+        ),
+        click.option(
+            "--ray-address",
+            metavar="ADDR",
+            default=None,
+            help="Run the trainings as tasks on this running Ray cluster (host:6379, "
+            "ray://host:10001 or auto); runs, data and cache on a filesystem all nodes share.",
+        ),
+        click.option(
+            "--ray-workers",
+            type=click.IntRange(min=1),
+            metavar="N",
+            default=None,
+            help="With --ray/--ray-address: trainings at once [locally one per core].",
+        ),
+        click.option(
+            "--ray-threads",
+            type=click.IntRange(min=1),
+            metavar="N",
+            default=None,
+            help="With --ray/--ray-address: CPU threads per training [the cores divided "
+            "among the workers].",
+        ),
+    )(wrapper)
+
+
+def ray_choice(ray_local, ray_address, ray_workers, ray_threads):
+    """The :class:`keras_dkd.study_jobs.RayOptions` of the --ray options (None: serially).
+
+    Raises:
+        click.BadParameter: --ray-workers or --ray-threads without --ray or --ray-address.
+    """
+    if ray_address is None and not ray_local:
+        for value, flag in ((ray_workers, "'--ray-workers'"), (ray_threads, "'--ray-threads'")):
+            if value is not None:
+                raise click.BadParameter("applies to Ray studies only: add --ray or "
+                                         "--ray-address ADDR", param_hint=flag)
+        return None
+    from keras_dkd.study_jobs import RayOptions
+
+    return RayOptions(address=ray_address, workers=ray_workers, threads=ray_threads)
+
+
 # ------------------------------------------------------------------------------------------
 # validation that needs the corpus
 # ------------------------------------------------------------------------------------------

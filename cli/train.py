@@ -17,6 +17,7 @@ from keras_dkd.cli.options import (
     fold_index,
     protocol_options,
     quiet_option,
+    ray_options,
     recipe_values,
     seed_option,
     training_options,
@@ -126,7 +127,21 @@ class Printer:
                 if "seed" in event
                 else f"fold {event['fold']} ({event['group']})"
             )
-            click.echo(f"{self.prefix}== {where}: {event['run_dir']}")
+            queued = " (queued on Ray)" if event.get("queued") else ""
+            click.echo(f"{self.prefix}== {where}: {event['run_dir']}{queued}")
+        elif kind == "ray":
+            finished = event.get("finished")
+            click.echo(
+                f"{self.prefix}ray      {event['address']}: {event['tasks']} trainings as "
+                f"tasks, {event['workers']} at once x {event['threads']} threads"
+                + (f" ({finished} already finished)" if finished else "")
+            )
+        elif kind == "finished":
+            minutes, seconds = divmod(round(event.get("seconds", 0)), 60)
+            click.echo(
+                f"{self.prefix}{event['status']:<8} {event['label']} "
+                f"[{event['done']}/{event['total']}, {minutes}m{seconds:02d}s]"
+            )
 
 
 def print_train_result(result: dict):
@@ -258,14 +273,16 @@ def train(dataset, out, config_name, protocol, fold, teacher, overwrite, unsafe,
     help="Sweep β instead (e.g. --beta 1 2 4 8 16): DKD students for each β.",
 )
 @training_options
+@ray_options
 @quiet_option
 @user_errors
-def ablate(dataset, out, config_name, protocol, fold, seeds, betas, quiet, **options):
+def ablate(dataset, out, config_name, protocol, fold, seeds, betas, quiet, ray, **options):
     """The paper's ablation (Table 1): CNN, CNN+MHA, +KD, TCKD, NCKD, DKD over several seeds.
 
     One CE teacher per seed (the CNN+MHA row) is shared by the distillation rows. Each row is
     the mean ± std of WA and UA over the seeds. Default protocol: leave-one-speaker/session-out,
     fold 0 (speaker-independent; the table states it). Rerun to resume an interrupted ablation.
+    With --ray the trainings run as Ray tasks (a seed's distillation runs after its teacher).
     """
     config_name, fold = check_data_options(dataset, config_name, protocol, fold,
                                            **_where(options))
@@ -276,7 +293,7 @@ def ablate(dataset, out, config_name, protocol, fold, seeds, betas, quiet, **opt
 
     base = RunOptions.from_flat(dataset=dataset, config=config_name, protocol=protocol, fold=fold,
                                 **recipe_values(options))
-    table = studies.ablate(base, out, seeds=seeds or (0, 1, 2), betas=betas or None,
+    table = studies.ablate(base, out, seeds=seeds or (0, 1, 2), betas=betas or None, ray=ray,
                            **_reporting(quiet))
     click.echo(reports.format_ablation(table).rstrip())
     click.echo(f"\nwritten: {Path(out) / 'table.md'}, table.json, ablation.png")
@@ -309,13 +326,15 @@ def ablate(dataset, out, config_name, protocol, fold, seeds, betas, quiet, **opt
 )
 @training_options
 @seed_option("Seed of the data split, the shuffling and the weight initialisation.")
+@ray_options
 @quiet_option
 @user_errors
-def cv(dataset, out, config_name, folds, quiet, **options):
+def cv(dataset, out, config_name, folds, quiet, ray, **options):
     """Leave-one-group-out cross-validation: IEMOCAP by session (5 folds), EmoDB by speaker (10).
 
     Each fold is a run directory under DIR (teacher and student, as `train`); cv.md and cv.json
-    report every fold and the mean ± std. Rerun to resume.
+    report every fold and the mean ± std. Rerun to resume. With --ray the folds run as Ray
+    tasks, several at once.
     """
     config_name, _ = check_data_options(dataset, config_name, **_where(options))
     fold_list = None
@@ -328,6 +347,6 @@ def cv(dataset, out, config_name, folds, quiet, **options):
 
     base = RunOptions.from_flat(dataset=dataset, config=config_name, protocol="loso", fold=0,
                                 **recipe_values(options))
-    report = studies.cv(base, out, folds=fold_list, **_reporting(quiet))
+    report = studies.cv(base, out, folds=fold_list, ray=ray, **_reporting(quiet))
     click.echo(reports.format_cv(report).rstrip())
     click.echo(f"\nwritten: {Path(out) / 'cv.md'}, cv.json")

@@ -5,7 +5,9 @@
 
 Every training is a resumable run directory (:func:`keras_dkd.training.train`), so an
 interrupted study continues where it stopped when rerun. Variants of the base options are
-``base.replace(variant=..., fold=..., seed=...)``.
+``base.replace(variant=..., fold=..., seed=...)``. The trainings run one after another here, or
+as Ray tasks with ``ray=RayOptions(...)`` (:mod:`keras_dkd.study_jobs`); the records are the
+same.
 
 Example:
     >>> from keras_dkd.options import RunOptions
@@ -21,7 +23,6 @@ from pathlib import Path
 import keras
 
 from keras_dkd import corpora
-from keras_dkd.data import prepare
 from keras_dkd.errors import UserError
 from keras_dkd.io import atomic_path, atomic_write_json, atomic_write_text
 from keras_dkd.options import RunOptions
@@ -34,7 +35,8 @@ from keras_dkd.reports import (
     summarize,
 )
 from keras_dkd.runs import to_builtin
-from keras_dkd.training import Progress, train
+from keras_dkd.study_jobs import Job, RayOptions, run_jobs
+from keras_dkd.training import Progress
 
 __all__ = ["ABLATION_ROWS", "ablate", "cv"]
 
@@ -85,13 +87,15 @@ def ablate(
     betas: Sequence[float] | None = None,
     progress: Progress | None = None,
     command: str | None = None,
+    ray: RayOptions | None = None,
 ) -> dict:
     """The paper's Table 1 (or its β sweep), mean ± std of WA and UA over ``seeds``.
 
     Each seed trains one CE teacher (the CNN+MHA row) in ``OUT/seed<s>/dkd`` and reuses it for
     every distillation row (``kd``, ``tckd``, ``nckd``); ``cnn`` trains the attention-free CNN.
     With ``betas`` the rows are DKD students for each β (``OUT/seed<s>/beta<β>``) instead,
-    the first of which trains the teacher. The data is prepared once per seed.
+    the first of which trains the teacher. Serially the data is prepared once per seed; on Ray
+    a seed's distillation runs start when its teacher run has finished.
 
     Writes ``OUT/table.md`` (with the protocol and the command), ``OUT/table.json`` and
     ``OUT/ablation.png``.
@@ -103,6 +107,8 @@ def ablate(
         betas: sweep β instead of the Table 1 rows.
         progress: progress reporting (:class:`keras_dkd.training.Progress`).
         command: the command line, recorded in the table.
+        ray: run the trainings as Ray tasks (:class:`keras_dkd.study_jobs.RayOptions`)
+            instead of one after another in this process.
 
     Returns:
         The ``table.json`` dict: ``{"dataset", "config", "protocol", "seeds", "epochs",
@@ -113,24 +119,28 @@ def ablate(
     seeds = _unique_seeds(seeds)
     plan, runs = _plan(base, betas)
     out = Path(out)
-    results: dict = {}  # (seed, run name) -> metrics
-    description, val_speakers = None, {}
+    jobs = []
     for seed in seeds:
-        bundle = prepare(base.data, seed)
-        description = to_builtin(bundle.describe())
-        val_speakers[seed] = description.get("val_speakers") or []
-        teacher_path = None
+        teacher_job = None
         for run_name, variant, run_beta in runs:
             run_dir = out / f"seed{seed}" / run_name
             distills = variant in ("dkd", "kd", "tckd", "nckd")
+            reuse = distills and teacher_job is not None
             options = base.replace(variant=variant, beta=run_beta, seed=seed,
-                                   teacher=str(teacher_path) if distills and teacher_path
+                                   teacher=str(teacher_job.run_dir / "teacher.keras") if reuse
                                    else None)
-            progress.emit(event="run", seed=seed, run=run_name, run_dir=str(run_dir))
-            result = train(options, run_dir, bundle=bundle, progress=progress, command=command)
-            results[(seed, run_name)] = result["metrics"]
-            if distills and teacher_path is None:
-                teacher_path = run_dir / "teacher.keras"
+            jobs.append(Job(key=(seed, run_name), label=f"seed {seed}, {run_name}",
+                            options=options, run_dir=run_dir,
+                            event={"seed": seed, "run": run_name},
+                            after=teacher_job.key if reuse else None, data_key=seed))
+            if distills and teacher_job is None:
+                teacher_job = jobs[-1]
+    done = run_jobs(jobs, ray=ray, progress=progress, command=command)
+    results = {key: result["metrics"] for key, result in done.items()}
+    # the data each seed's runs were trained on, as train() recorded it
+    descriptions = {seed: done[(seed, runs[0][0])]["config"]["data"] for seed in seeds}
+    description = descriptions[seeds[-1]]
+    val_speakers = {seed: d.get("val_speakers") or [] for seed, d in descriptions.items()}
     table = _ablation_table(base, out, seeds, plan, results, description, val_speakers)
     table.update({"mode": "table" if betas is None else "beta", "command": command,
                   "beta": base.recipe.beta if betas is None else [float(b) for b in betas]})
@@ -183,6 +193,7 @@ def cv(
     folds: Sequence | None = None,
     progress: Progress | None = None,
     command: str | None = None,
+    ray: RayOptions | None = None,
 ) -> dict:
     """Leave-one-group-out cross-validation (IEMOCAP: 5 sessions; EmoDB: 10 speakers).
 
@@ -196,6 +207,8 @@ def cv(
         folds: the folds to run, as indices or group names (default: all).
         progress: progress reporting.
         command: the command line, recorded in ``cv.md``.
+        ray: run the folds as Ray tasks (:class:`keras_dkd.study_jobs.RayOptions`) instead of
+            one after another in this process.
 
     Returns:
         The ``cv.json`` dict: ``{"dataset", "config", "variant", "groups", "folds": [{"fold",
@@ -211,14 +224,15 @@ def cv(
     if len(set(folds)) != len(folds):
         raise UserError(f"folds repeat: {folds}")
     out = Path(out)
+    jobs = [Job(key=fold, label=f"fold {fold} ({groups[fold]})",
+                options=base.replace(protocol="loso", fold=fold),
+                run_dir=out / f"fold{fold}-{groups[fold]}",
+                event={"fold": fold, "group": groups[fold]}) for fold in folds]
+    done = run_jobs(jobs, ray=ray, progress=progress, command=command)
     fold_results = []
-    for fold in folds:
-        run_dir = out / f"fold{fold}-{groups[fold]}"
-        progress.emit(event="run", fold=fold, group=groups[fold], run_dir=str(run_dir))
-        options = base.replace(protocol="loso", fold=fold)
-        result = train(options, run_dir, progress=progress, command=command)
-        entry = {"fold": fold, "group": groups[fold], "run_dir": str(run_dir)}
-        for name, metrics in result["metrics"].items():
+    for job in jobs:
+        entry = {"fold": job.key, "group": groups[job.key], "run_dir": str(job.run_dir)}
+        for name, metrics in done[job.key]["metrics"].items():
             entry[name] = {k: metrics[k] for k in ("wa", "ua", "macro_f1", "n_utterances")}
         fold_results.append(entry)
     models = [m for m in ("teacher", "student") if all(m in f for f in fold_results)]

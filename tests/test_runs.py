@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_dkd import studies, training
+from keras_dkd import data, studies, study_jobs, training
 from keras_dkd.batches import EpochBatches
 from keras_dkd.callbacks import PhaseCheckpoint, ScalarLogger
 from keras_dkd.errors import UserError
@@ -237,10 +237,10 @@ def test_ablate_shares_one_teacher_per_seed_and_maps_runs_to_rows(tmp_path, monk
         metrics = {"student": part}
         if variant != "cnn":
             metrics["teacher"] = {"wa": 0.2 + seed, "ua": 0.1, "macro_f1": 0.0}
-        return {"metrics": metrics}
+        return {"metrics": metrics, "config": {"data": bundle.describe()}}
 
-    monkeypatch.setattr(studies, "train", fake_train)
-    monkeypatch.setattr(studies, "prepare", lambda *a, **k: Bundle())
+    monkeypatch.setattr(study_jobs, "train", fake_train)
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: Bundle())
     base = RunOptions.from_flat(dataset="emodb", protocol="loso", fold=0)
     table = studies.ablate(base, tmp_path, seeds=[0, 1])
 
