@@ -132,8 +132,8 @@ class Printer:
         elif kind == "ray":
             finished = event.get("finished")
             click.echo(
-                f"{self.prefix}ray      {event['address']}: {event['tasks']} trainings as "
-                f"tasks, {event['workers']} at once x {event['threads']} threads"
+                f"{self.prefix}ray      {event['address']}: {event['tasks']} training(s) as "
+                f"tasks, {event['workers']} at once, {event['threads']} thread(s) each"
                 + (f" ({finished} already finished)" if finished else "")
             )
         elif kind == "finished":

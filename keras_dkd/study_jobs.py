@@ -189,8 +189,9 @@ def _run_on_ray(jobs, options: RayOptions, progress, command) -> dict:
         workers, threads = _width(ray, options, started)
         progress.emit(event="ray", address=options.address or "local", workers=workers,
                       threads=threads, tasks=len(todo), finished=len(results))
-        results.update(_submit_and_gather(ray, todo, threads, progress, command,
-                                          per_task_env=not started))
+        # a local instance started here gave its workers their environment already
+        per_task_env = not (started and options.address is None)
+        results.update(_submit_and_gather(ray, todo, threads, progress, command, per_task_env))
     finally:
         if started:
             ray.shutdown()
@@ -231,8 +232,11 @@ def _connect(ray, options: RayOptions) -> bool:
     try:  # the threads per training are known once connected: they go with each task
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, TimeoutError, RuntimeError) as error:
-        raise UserError(f"cannot connect to the Ray cluster at {address} ({error}); check "
-                        "the address, or start one with `ray start --head`") from None
+        raise UserError(
+            f"cannot connect to the Ray cluster at {address} ({error}); check the address; a "
+            "cluster with token authentication (`ray start`'s default) also needs "
+            "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token) here"
+        ) from None
     return True
 
 
@@ -253,9 +257,9 @@ def _probe(address: str) -> None:
 
 def _width(ray, options: RayOptions, started_locally: bool) -> tuple[int, int]:
     """``(workers, threads)``: trainings at once, and CPU threads per training."""
-    total = max(1, int(ray.cluster_resources().get("CPU", 1)))
     if options.address is None and started_locally:
         return _local_width(options)
+    total = max(1, int(ray.cluster_resources().get("CPU", 1)))
     largest = max((int(node["Resources"].get("CPU", 0)) for node in ray.nodes()
                    if node.get("Alive")), default=1)
     if options.threads:
@@ -296,9 +300,10 @@ def _train_task(options, run_dir, command, cwd, threads, *after):
 
 
 def _submit_and_gather(ray, jobs, threads, progress, command, per_task_env) -> dict:
-    task = ray.remote(_train_task).options(num_cpus=threads)
-    if per_task_env:  # (a local instance started here has it already)
-        task = task.options(runtime_env={"env_vars": _worker_env(threads)})
+    settings = {"num_cpus": threads}
+    if per_task_env:
+        settings["runtime_env"] = {"env_vars": _worker_env(threads)}
+    task = ray.remote(_train_task).options(**settings)
     cwd = os.getcwd()
     refs: dict = {}
     for job in jobs:  # in order: a job's teacher is submitted before it
