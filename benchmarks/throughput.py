@@ -5,25 +5,33 @@ Run by hand, never in CI (it takes a few minutes and its figures depend on the m
     KERAS_BACKEND=torch      .venv/bin/python benchmarks/throughput.py
     KERAS_BACKEND=jax        .venv/bin/python benchmarks/throughput.py --steps 30
     KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/throughput.py --json tf.json
+    KERAS_BACKEND=torch      .venv/bin/python benchmarks/throughput.py --precisions float32
 
-It times, at batch 32 of (197, 40) segments and in the same process:
+It times, at batch 32 of (197, 40) segments, in the same process and for each precision
+(``float32`` and ``mixed_bfloat16``, Keras dtype policies, by default both):
 
 - one training step (Adam, sparse categorical cross-entropy on logits) of
   ``keras_dkd.models.build_model()`` compiled with the backend's recommended ``jit_compile``;
 - one inference batch (``predict_on_batch``);
 - one DKD step of ``keras_dkd.distiller.Distiller`` (teacher forward plus student forward and
-  backward, ``train_on_batch``), if that module is present;
+  backward, ``train_on_batch``);
 - one DKD step with cached teacher logits (``{"features", "teacher_logits"}`` inputs: no
   teacher forward), as keras-dkd trains when the inputs are not augmented; compared with plain
   PyTorch's DKD step, which runs its teacher;
 
-and the same three for a plain PyTorch eager implementation of the same network, written below
-the way a user would write it (NCHW, one 1x1 ``Conv2d`` per head for each of Q, K and V). The
-baseline runs in a child process of its own (TensorFlow or JAX in the same process slow PyTorch
-down), driven step by step over a pipe, so that the Keras and PyTorch steps still alternate round
-after round and see the same machine load. Figures are medians over the rounds; ratios > 1 mean
-Keras is faster: the ratio of the two medians, and in brackets the median of the per-round
-ratios, which resists load that drifts during the run.
+and the same steps for a plain PyTorch implementation of the same network, written below the
+way a user would write it (NCHW, one 1x1 ``Conv2d`` per head for each of Q, K and V), both in
+eager float32 and under ``torch.autocast("cpu", torch.bfloat16)``. The baseline runs in a child
+process of its own (TensorFlow or JAX in the same process slow PyTorch down), driven step by step
+over a pipe, so that the Keras and PyTorch steps alternate round after round and see the same
+machine load. Figures are medians over the rounds; ratios > 1 mean Keras is faster: the ratio of
+the two medians, and in brackets the median of the per-round ratios, which resists load that
+drifts during the run.
+
+The floor is the step's FLOP count (direct convolutions, matrix products; a training step
+counts three forward passes, a DKD step with its teacher four) at the peak matrix-product rate
+that PyTorch reaches on this machine (measured in the baseline process; for bfloat16 the faster
+of the float32 and bfloat16 rates): no implementation of the same arithmetic runs faster.
 
 The last lines are markdown table rows for the README.
 """
@@ -55,6 +63,10 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--threads", type=int, default=None, help="limit every runtime to N threads"
+    )
+    parser.add_argument(
+        "--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
+        choices=["float32", "mixed_bfloat16"], help="Keras dtype policies to time (default both)",
     )
     parser.add_argument("--no-distiller", action="store_true", help="skip the DKD section")
     parser.add_argument("--no-torch", action="store_true", help="skip the plain PyTorch baseline")
@@ -149,7 +161,10 @@ def plain_torch_dkd_loss(student, teacher, labels, alpha=1.0, beta=8.0, temperat
 
 
 def plain_torch_steps(x_np, y_np):
-    """Closures for one plain PyTorch training step, inference batch and DKD step."""
+    """Closures for plain PyTorch's training step, inference batch and DKD step, each in eager
+    float32 (``train``, ``infer``, ``dkd``) and under bfloat16 autocast (``*_bf16``)."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
@@ -164,28 +179,50 @@ def plain_torch_steps(x_np, y_np):
     student = plain_torch_network()
     student_optimizer = torch.optim.Adam(student.parameters(), lr=1e-4)
 
-    def train():
+    def precision(bf16):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def train(bf16=False):
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        with precision(bf16):
+            loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
 
-    def infer():
+    def infer(bf16=False):
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), precision(bf16):
             model(x)
 
-    def dkd():
-        with torch.no_grad():
-            teacher_logits = teacher(x)
+    def dkd(bf16=False):
+        with torch.no_grad(), precision(bf16):
+            teacher_logits = teacher(x).float()
         student_optimizer.zero_grad(set_to_none=True)
-        logits = student(x)
+        with precision(bf16):
+            logits = student(x).float()
         loss = F.cross_entropy(logits, y) + plain_torch_dkd_loss(logits, teacher_logits, y)
         loss.backward()
         student_optimizer.step()
 
-    return {"train": train, "infer": infer, "dkd": dkd}
+    steps = {"train": train, "infer": infer, "dkd": dkd}
+    steps.update({f"{name}_bf16": (lambda f=f: f(True)) for name, f in list(steps.items())})
+    return steps
+
+
+def peak_matmul_gflops(dtype_name, size=1024, rounds=3):
+    """PyTorch's best matrix-product rate here (GFLOP/s) for a float32 or bfloat16 product."""
+    import torch
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
 
 
 def make_batch(batch_size):
@@ -206,7 +243,9 @@ def serve_baseline(args):
     x, y = make_batch(args.batch_size)
     steps = plain_torch_steps(x, y.astype("int64"))
     params = count_torch_parameters()
-    print(f"ready {params} {torch.__version__} {torch.get_num_threads()}", flush=True)
+    peaks = [peak_matmul_gflops(name) for name in ("float32", "bfloat16")]
+    print(f"ready {params} {torch.__version__} {torch.get_num_threads()} {peaks[0]:.3f} "
+          f"{peaks[1]:.3f}", flush=True)
     for line in sys.stdin:
         command = line.strip()
         if command == "quit":
@@ -234,6 +273,7 @@ class BaselineProcess:
         if not ready or ready[0] != "ready":
             raise RuntimeError("the plain PyTorch baseline process did not start")
         self.parameters, self.torch_version, self.threads = int(ready[1]), ready[2], int(ready[3])
+        self.peak_gflops = {"float32": float(ready[4]), "mixed_bfloat16": float(ready[5])}
 
     def step(self, name):
         self.process.stdin.write(name + "\n")
@@ -253,31 +293,32 @@ def count_torch_parameters():
 # --------------------------------------------------------------------------- Keras
 
 
-def keras_steps(x_np, y_np, jit_compile, with_distiller):
+def keras_steps(x_np, y_np, jit_compile, with_distiller, precision="float32"):
+    """The Keras model and its step closures, built under the dtype policy ``precision``."""
     import keras
 
     from keras_dkd.models import build_model
 
-    keras.utils.set_random_seed(0)
-    x = keras.ops.convert_to_tensor(x_np)
-    y = keras.ops.convert_to_tensor(y_np)
-    model = build_model()
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-4),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
-    steps = {
-        "train": lambda: model.train_on_batch(x, y),
-        "infer": lambda: model.predict_on_batch(x),
-    }
-    notes = []
-    if with_distiller:
-        try:
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        keras.utils.set_random_seed(0)
+        x = keras.ops.convert_to_tensor(x_np)
+        y = keras.ops.convert_to_tensor(y_np)
+        model = build_model()
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-4),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit_compile,
+        )
+        steps = {
+            "train": lambda: model.train_on_batch(x, y),
+            "infer": lambda: model.predict_on_batch(x),
+        }
+        notes = []
+        if with_distiller:
             from keras_dkd.distiller import Distiller, teacher_logits_of
-        except ImportError as error:
-            notes.append(f"DKD section skipped: keras_dkd.distiller not importable ({error})")
-        else:
+
             teacher, student = build_model(), build_model()
             distiller = Distiller(teacher, student, mode="dkd", warmup_epochs=0)
             distiller.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit_compile)
@@ -287,7 +328,44 @@ def keras_steps(x_np, y_np, jit_compile, with_distiller):
             cached = {"features": x, "teacher_logits": keras.ops.convert_to_tensor(
                 teacher_logits_of(teacher, x_np))}
             steps["dkd_cached"] = lambda: distiller.train_on_batch(cached, y)
+    finally:
+        keras.config.set_dtype_policy(previous)
     return model, steps, notes
+
+
+def forward_flops(model, batch_size):
+    """Multiply-adds x 2 of one forward pass: convolutions counted directly, matrix products."""
+    from keras_dkd.layers import ConvBlock, HeadFusion, ParallelConvBlock
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, ParallelConvBlock):
+            _, time_, freq = layer.input.shape
+            out = (time_ - 1) * (freq - 1)  # both branches give (time - 1, freq - 1)
+            kernel_taps = sum(a * b for a, b in (layer.KERNEL_A, layer.KERNEL_B))
+            total += 2 * out * kernel_taps * layer.filters
+        elif isinstance(layer, ConvBlock):
+            kh, kw, cin, cout = layer.kernel.shape
+            spatial = [layer.input.shape[a] for a in layer._spatial_axes]
+            total += 2 * spatial[0] * spatial[1] * kh * kw * cin * cout  # before any pool
+        elif isinstance(layer, HeadFusion):
+            shape = layer.input.shape
+            channels, width = layer.kernel.shape
+            positions = shape[1] * shape[2] * shape[3] // channels
+            total += 2 * positions * channels * width
+        elif isinstance(layer, keras_dense()):
+            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return total * batch_size
+
+
+def keras_dense():
+    import keras
+
+    return keras.layers.Dense
+
+
+#: Forward passes in each step: training = forward + backward (about twice the forward).
+FORWARD_PASSES = {"train": 3, "infer": 1, "dkd": 4, "dkd_cached": 3}
 
 
 # --------------------------------------------------------------------------- timing
@@ -323,6 +401,11 @@ def summarize(seconds, batch_size):
     }
 
 
+LABELS = {"train": "training step", "infer": "inference", "dkd": "DKD step",
+          "dkd_cached": "DKD (cached)"}
+SHORT = {"float32": "float32", "mixed_bfloat16": "bfloat16"}
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
@@ -355,8 +438,12 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     x, y = make_batch(args.batch_size)
-    model, ours, notes = keras_steps(x, y, jit_compile, not args.no_distiller)
+    built = {p: keras_steps(x, y, jit_compile, not args.no_distiller, p) for p in args.precisions}
+    model = built[args.precisions[0]][0]
+    notes = [n for _, _, ns in built.values() for n in ns]
     jit_compile = model.jit_compile  # "auto" resolved by Keras
+    flops = {kind: passes * forward_flops(model, args.batch_size)
+             for kind, passes in FORWARD_PASSES.items()}
     baseline = None
     if args.no_torch or importlib.util.find_spec("torch") is None:
         notes.append("plain PyTorch baseline skipped (torch not installed or --no-torch)")
@@ -366,22 +453,39 @@ def main(argv=None):
     load_before = os.getloadavg()
     results = {}
     try:
-        for section in ("train", "infer", "dkd", "dkd_cached"):
-            if section not in ours:
-                continue
-            pairs = {"keras": ours[section]}
-            if baseline is not None:  # plain PyTorch's DKD step runs its teacher in both
-                remote = "dkd" if section == "dkd_cached" else section
-                pairs["torch"] = lambda remote=remote: baseline.step(remote)
-            samples = interleaved(pairs, args.steps, args.warmup, remote=("torch",))
-            results[section] = {name: summarize(s, args.batch_size) for name, s in samples.items()}
-            if "torch" in samples:
-                figures = results[section]
-                figures["ratio"] = figures["torch"]["median_ms"] / figures["keras"]["median_ms"]
-                # Each round's torch time over the keras time next to it, then the median: robust
-                # to the machine's load drifting during the run.
-                pairs_ = zip(samples["torch"], samples["keras"], strict=True)
-                figures["paired_ratio"] = statistics.median(t / k for t, k in pairs_)
+        for precision in args.precisions:
+            ours = built[precision][1]
+            for section in ("train", "infer", "dkd", "dkd_cached"):
+                if section not in ours:
+                    continue
+                pairs = {"keras": ours[section]}
+                if baseline is not None:  # plain PyTorch's DKD step runs its teacher in both
+                    remote = "dkd" if section == "dkd_cached" else section
+                    pairs["torch"] = lambda r=remote: baseline.step(r)
+                    pairs["torch_bf16"] = lambda r=remote: baseline.step(r + "_bf16")
+                samples = interleaved(pairs, args.steps, args.warmup,
+                                      remote=("torch", "torch_bf16"))
+                figures = {name: summarize(s, args.batch_size) for name, s in samples.items()}
+                for name in ("torch", "torch_bf16"):
+                    if name not in samples:
+                        continue
+                    figures[f"ratio_{name}"] = (figures[name]["median_ms"]
+                                                / figures["keras"]["median_ms"])
+                    # Each round's torch time over the keras time next to it, then the median:
+                    # robust to the machine's load drifting during the run.
+                    rounds = zip(samples[name], samples["keras"], strict=True)
+                    figures[f"paired_ratio_{name}"] = statistics.median(t / k for t, k in rounds)
+                figures["gflop"] = flops[section] / 1e9
+                if baseline is not None:
+                    # The faster of the two arithmetics bounds a mixed-precision step (on a CPU
+                    # without bfloat16 instructions, bfloat16 products are the slower).
+                    peak = baseline.peak_gflops["float32"]
+                    if precision == "mixed_bfloat16":
+                        peak = max(peak, baseline.peak_gflops["mixed_bfloat16"])
+                    floor_s = flops[section] / (peak * 1e9)
+                    figures["floor_ms"] = 1000 * floor_s
+                    figures["of_floor"] = floor_s * 1000 / figures["keras"]["median_ms"]
+                results.setdefault(precision, {})[section] = figures
     finally:
         if baseline is not None:
             baseline.close()
@@ -395,6 +499,7 @@ def main(argv=None):
         "steps": args.steps,
         "warmup": args.warmup,
         "threads": args.threads,
+        "precisions": args.precisions,
         "cpu_count": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": load_after,
@@ -402,12 +507,14 @@ def main(argv=None):
         "python": platform.python_version(),
         "machine": platform.processor() or platform.machine(),
         "trainable_parameters": trainable,
+        "forward_gflop": flops["infer"] / 1e9,
         "plain_torch_trainable_parameters": baseline.parameters if baseline else None,
         "notes": notes,
     }
     if baseline is not None:
         info["torch"] = baseline.torch_version
         info["plain_torch_threads"] = baseline.threads
+        info["peak_matmul_gflops"] = baseline.peak_gflops
 
     print(
         f"backend {backend}, jit_compile={jit_compile}, batch {args.batch_size}, "
@@ -417,43 +524,48 @@ def main(argv=None):
     print(
         f"trainable parameters: keras {trainable:,}"
         + (f", plain torch {baseline.parameters:,}" if baseline else "")
+        + f"; forward pass {flops['infer'] / 1e9:.2f} GFLOP per batch"
     )
+    if baseline is not None:
+        print("peak matrix-product rate (PyTorch, 1024^3): "
+              + ", ".join(f"{SHORT[p]} {g:.1f} GFLOP/s" for p, g in baseline.peak_gflops.items()))
     for note in notes:
         print(note)
-    labels = {"train": "training step", "infer": "inference", "dkd": "DKD step",
-              "dkd_cached": "DKD (cached)"}
-    for section, figures in results.items():
-        line = (
-            f"{labels[section]:>14}: keras {figures['keras']['median_ms']:7.1f} ms "
-            f"({figures['keras']['segments_per_s']:6.1f} seg/s)"
-        )
-        if "torch" in figures:
-            line += (
-                f" | plain torch {figures['torch']['median_ms']:7.1f} ms "
-                f"({figures['torch']['segments_per_s']:6.1f} seg/s) | ratio {figures['ratio']:.2f}x"
-                f" (paired {figures['paired_ratio']:.2f}x)"
+    for precision, sections in results.items():
+        for section, f in sections.items():
+            line = (
+                f"{SHORT[precision]:>8} {LABELS[section]:>14}: keras {f['keras']['median_ms']:7.1f}"
+                f" ms ({f['keras']['segments_per_s']:6.1f} seg/s)"
             )
-        print(line)
-
-    def cell(section):
-        if section not in results:
-            return "— | — | —"
-        f = results[section]
-        keras_cell = f"{f['keras']['median_ms']:.0f} ms ({f['keras']['segments_per_s']:.0f} seg/s)"
-        if "torch" not in f:
-            return f"{keras_cell} | — | —"
-        torch_cell = f"{f['torch']['median_ms']:.0f} ms ({f['torch']['segments_per_s']:.0f} seg/s)"
-        return f"{keras_cell} | {torch_cell} | {f['ratio']:.2f}× ({f['paired_ratio']:.2f}×)"
+            if "torch" in f:
+                line += (
+                    f" | torch fp32 {f['torch']['median_ms']:7.1f} ms, ratio "
+                    f"{f['ratio_torch']:.2f}x (paired {f['paired_ratio_torch']:.2f}x)"
+                    f" | torch bf16 autocast {f['torch_bf16']['median_ms']:7.1f} ms, ratio "
+                    f"{f['ratio_torch_bf16']:.2f}x | floor {f['floor_ms']:.0f} ms"
+                )
+            print(line)
 
     print()
-    print(
-        "| backend (jit_compile) | train step | plain PyTorch | ratio | inference | plain PyTorch "
-        "| ratio | DKD step | plain PyTorch | ratio | DKD step, cached teacher | plain PyTorch "
-        "| ratio |"
-    )
-    print("| --- |" + " --- |" * 12)
-    print(f"| {backend} ({jit_compile}) | {cell('train')} | {cell('infer')} | {cell('dkd')} "
-          f"| {cell('dkd_cached')} |")
+    print("| backend | precision | step | keras | plain PyTorch fp32 | ratio | plain PyTorch "
+          "bf16 autocast | ratio | FLOP floor |")
+    print("| --- |" + " --- |" * 8)
+    for precision, sections in results.items():
+        for section, f in sections.items():
+            k = f["keras"]
+            cells = [backend, SHORT[precision], LABELS[section],
+                     f"{k['median_ms']:.0f} ms ({k['segments_per_s']:.0f} seg/s)"]
+            if "torch" in f:
+                cells += [
+                    f"{f['torch']['median_ms']:.0f} ms",
+                    f"{f['ratio_torch']:.2f}× ({f['paired_ratio_torch']:.2f}×)",
+                    f"{f['torch_bf16']['median_ms']:.0f} ms",
+                    f"{f['ratio_torch_bf16']:.2f}× ({f['paired_ratio_torch_bf16']:.2f}×)",
+                    f"{f['floor_ms']:.0f} ms ({f['gflop']:.1f} GFLOP)",
+                ]
+            else:
+                cells += ["—"] * 5
+            print("| " + " | ".join(cells) + " |")
 
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
