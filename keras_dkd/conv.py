@@ -58,12 +58,14 @@ def conv2d(inputs, kernel, *, padding: str = "valid", data_format: str = "channe
 
     Returns:
         The convolution, as ``keras.ops.conv(inputs, kernel, padding=padding,
-        data_format=data_format)`` gives it.
+        data_format=data_format)`` gives it. The fast kernel gradient is used for kernels of
+        more than one input channel (with one, XLA's own is as fast).
     """
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
-    if not matmul_kernel_gradient(data_format) or (
+    if not matmul_kernel_gradient(data_format) or int(kernel.shape[2]) == 1 or (
         padding == "same" and (kh % 2 == 0 or kw % 2 == 0)
     ):
+        # One input channel (the first block): XLA's own kernel gradient is as fast there.
         return ops.conv(inputs, kernel, padding=padding, data_format=data_format)
     return _conv_with_matmul_kernel_gradient(inputs, kernel, padding)
 
