@@ -303,6 +303,14 @@ def training_options(func):
             "compute; softmax, losses, BatchNorm statistics and logits in float32) "
             "[float32].",
         ),
+        click.option(
+            "--devices",
+            type=click.IntRange(min=1),
+            metavar="N",
+            default=None,
+            help="Train each run data-parallel over N devices (GPUs, else CPUs; jax and "
+            "tensorflow backends): --batch-size stays the global batch, a multiple of N [1].",
+        ),
     )(func)
 
 

@@ -3,8 +3,10 @@
 ``Distiller`` is a ``keras.Model`` whose ``train_step`` is written once per backend (a
 ``GradientTape`` step on TensorFlow, an autograd step on PyTorch, a stateless
 ``jax.value_and_grad`` step on JAX) around one shared loss computation,
-:meth:`Distiller.compute_losses`. It is the only place in keras-dkd (with ``export``) that holds
-backend-specific code.
+:meth:`Distiller.compute_losses`. It is the only place in keras-dkd (with ``export`` and
+``distribution``) that holds backend-specific code. Under data-parallel TensorFlow (a
+``tf.distribute`` strategy, :mod:`keras_dkd.distribution`) each replica's loss is divided by the
+number of replicas, as Keras' own losses do.
 
 The student objective is (mode ``dkd``, the DKDFMH recipe)::
 
@@ -57,7 +59,11 @@ def teacher_logits_of(teacher, features, batch_size=256):
     """
     import numpy as np
 
-    return np.asarray(teacher.predict(features, batch_size=batch_size, verbose=0), np.float32)
+    from keras_dkd.distribution import inference
+
+    with inference():  # not partitioned over the devices of a data-parallel run
+        logits = teacher.predict(features, batch_size=batch_size, verbose=0)
+    return np.asarray(logits, np.float32)
 
 
 def _split_inputs(x):
@@ -86,7 +92,10 @@ class _LastValue(keras.metrics.Metric):
 
     def __init__(self, name, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.last = self.add_variable(shape=(), initializer="zeros", name="last")
+        # "mean": under a tf.distribute strategy each replica holds the same value; reading
+        # it across replicas must not sum them (the metrics' default).
+        self.last = self.add_variable(shape=(), initializer="zeros", aggregation="mean",
+                                      name="last")
 
     def update_state(self, value):
         self.last.assign(ops.cast(value, self.dtype))
@@ -401,12 +410,17 @@ class Distiller(keras.Model):
     def _tensorflow_train_step(self, data):
         import tensorflow as tf
 
+        from keras_dkd.distribution import replicas
+
         x, y = self._unpack(data)
         teacher_logits = self.teacher_logits(x)  # outside the tape: nothing to record
         with tf.GradientTape() as tape:
             student_logits = self.student(_split_inputs(x)[0], training=True)
             total, terms = self.compute_losses(student_logits, teacher_logits, y)
-            scaled = self.optimizer.scale_loss(total)
+            # Under a tf.distribute strategy each replica has an equal share of the batch and
+            # the optimizer sums the replicas' gradients: the mean of the global batch is the
+            # replica's mean divided by the number of replicas.
+            scaled = self.optimizer.scale_loss(total / replicas())
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)

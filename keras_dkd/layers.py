@@ -34,6 +34,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_dkd.distribution import replica_mean
 from keras_dkd.errors import UserError
 
 __all__ = [
@@ -164,7 +165,9 @@ def _batch_moments(y, channels_first):
 
         return stats, grad
 
-    stats = moments(y)
+    # Data-parallel TensorFlow: the global batch's statistics (the mean over the replicas'
+    # equal shares); elsewhere unchanged (JAX partitions one global computation).
+    stats = replica_mean(moments(y))
     mean = stats[0]
     variance = ops.maximum(stats[1] - ops.square(mean), 0.0)
     return mean, variance

@@ -161,8 +161,11 @@ def predict_utterances(model, utterance_set, batch_size: int = 64) -> np.ndarray
     Returns:
         float64 ``(n_utterances, num_classes)``.
     """
+    from keras_dkd.distribution import inference
+
     segments = np.asarray(utterance_set.segments, dtype=np.float32)
-    logits = model.predict(segments, batch_size=batch_size, verbose=0)
+    with inference():  # not partitioned over the devices of a data-parallel run
+        logits = model.predict(segments, batch_size=batch_size, verbose=0)
     if isinstance(logits, dict | list | tuple):
         raise UserError("the model must return one logits tensor (batch, num_classes)")
     return aggregate_utterances(

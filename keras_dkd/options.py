@@ -351,10 +351,11 @@ class Recipe(_Options):
 
 
 # Fields of the run itself (beside data and recipe), and where each flat key belongs.
-_RUN_FIELDS = ("seed", "teacher")
-# The teacher's path (its bytes count, through the recorded SHA-256) and the recipe's name (a
-# label: its values count) do not change what a run computes.
-_RESULT_NEUTRAL = frozenset({"teacher", "recipe"}) | DataOptions.location_fields()
+_RUN_FIELDS = ("seed", "teacher", "devices")
+# The teacher's path (its bytes count, through the recorded SHA-256), the recipe's name (a
+# label: its values count) and the number of devices (where the steps run, not what they
+# compute, up to float rounding) do not change what a run computes.
+_RESULT_NEUTRAL = frozenset({"teacher", "recipe", "devices"}) | DataOptions.location_fields()
 
 
 @dataclass(frozen=True)
@@ -368,6 +369,10 @@ class RunOptions(_Options):
         teacher: a trained teacher ``.keras`` to reuse instead of training one (distillation
             variants only). Its bytes, not its path, are what a run depends on: the training
             records their SHA-256.
+        devices: train data-parallel over this many devices (:mod:`keras_dkd.distribution`;
+            JAX and TensorFlow); ``recipe.batch_size`` stays the global batch and must divide
+            evenly over them. Where a run computes, not what: a run may resume with another
+            count.
 
     Example:
         >>> options = RunOptions.from_flat(dataset="emodb", variant="ce", epochs=5)
@@ -379,11 +384,17 @@ class RunOptions(_Options):
     recipe: Recipe = field(default_factory=Recipe)
     seed: int = 0
     teacher: str | None = None
+    devices: int = 1
 
     def __post_init__(self):
         _check(isinstance(self.data, DataOptions), "data must be a DataOptions")
         _check(isinstance(self.recipe, Recipe), "recipe must be a Recipe")
         self._set("seed", _number("seed", self.seed, low=0, high=2**32 - 1, integer=True))
+        self._set("devices", _number("devices", self.devices, low=1, integer=True))
+        _check(self.recipe.batch_size % self.devices == 0,
+               f"batch_size {self.recipe.batch_size} does not divide evenly over {self.devices} "
+               f"devices (each takes an equal share of the global batch); use a multiple of "
+               f"{self.devices}")
         self._set("teacher", _optional_path("teacher", self.teacher))
         if self.teacher is not None and not self.recipe.distills:
             raise UserError(
@@ -412,7 +423,7 @@ class RunOptions(_Options):
     def to_dict(self) -> dict:
         """One flat dict of every option (the ``options`` of ``config.json``)."""
         return {**self.data.to_dict(), **self.recipe.to_dict(), "seed": self.seed,
-                "teacher": self.teacher}
+                "teacher": self.teacher, "devices": self.devices}
 
     @classmethod
     def from_dict(cls, values) -> RunOptions:

@@ -42,6 +42,7 @@ import keras
 import numpy as np
 
 from keras_dkd import paths
+from keras_dkd.distribution import data_parallel
 from keras_dkd.errors import UserError
 from keras_dkd.io import atomic_write_json, save_model
 from keras_dkd.options import RunOptions, architecture
@@ -117,13 +118,15 @@ def train(
         ({"teacher": ..., "student": ...}), "phases" ({phase: {...}})}``.
 
     Raises:
-        UserError: a run directory in use, damaged or holding another run; data problems.
+        UserError: a run directory in use, damaged or holding another run; data problems;
+            ``options.devices`` more than the backend sees, or above 1 on PyTorch.
     """
     if options.teacher is not None and not Path(options.teacher).is_file():
         raise UserError(f"{options.teacher}: teacher model not found; pass a .keras file")
     run = RunDir(out if out is not None else default_run_dir(options))
     run.check_target()
-    with run.lock():
+    # (the devices are checked first; the models and optimizers are built inside)
+    with data_parallel(options.devices), run.lock():
         run.prepare(overwrite=overwrite)
         return _Training(run, options, safe_mode, progress or Progress(), command).run(bundle)
 
