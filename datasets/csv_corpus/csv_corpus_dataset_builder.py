@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from keras_dkd.audio import read_audio
+from keras_dkd.datasets.beam_build import BeamBuild
 from keras_dkd.errors import DatasetError, UserError
 from keras_dkd.io import remove_stale
 from keras_dkd.manifests import Manifest, read_manifest
@@ -54,7 +55,7 @@ def to_int16(waveform: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(waveform) * 32768.0), -32768, 32767).astype(np.int16)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
+class Builder(BeamBuild, tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
     """DatasetBuilder for a corpus listed in a CSV manifest."""
 
     pkg_dir_path = tfds.core.Path(__file__).parent
@@ -121,26 +122,29 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
         rows = {group: [] for group in manifest.groups}
         for row in manifest.rows:
             rows[row.group].append(row)
-        return {group: self._generate_examples(part) for group, part in rows.items()}
+        return {group: self._split_examples(part) for group, part in rows.items()}
 
-    def _generate_examples(self, rows):
-        manifest = self.manifest
-        for row in rows:
-            try:
-                audio = to_int16(read_audio(row.path, SAMPLE_RATE))
-            except UserError as error:
-                raise DatasetError(f"{manifest.where(row)}: {error}") from error
-            yield (
-                row.utterance_id,
-                {
-                    "audio": audio,
-                    "label": row.label,
-                    "utterance_id": row.utterance_id,
-                    "speaker": row.speaker,
-                    "gender": row.gender,
-                    "session": row.session,
-                    "split": row.split,
-                    "path": str(row.path),
-                    "duration": np.float32(len(audio) / SAMPLE_RATE),
-                },
-            )
+    def _example_arguments(self):
+        return {"manifest_path": str(self.manifest.path)}
+
+
+def make_example(row, manifest_path: str):
+    """``(key, example)`` of one manifest row (the plain and the Beam build alike)."""
+    try:
+        audio = to_int16(read_audio(row.path, SAMPLE_RATE))
+    except UserError as error:
+        raise DatasetError(f"{manifest_path}:{row.line}: {error}") from error
+    return (
+        row.utterance_id,
+        {
+            "audio": audio,
+            "label": row.label,
+            "utterance_id": row.utterance_id,
+            "speaker": row.speaker,
+            "gender": row.gender,
+            "session": row.session,
+            "split": row.split,
+            "path": str(row.path),
+            "duration": np.float32(len(audio) / SAMPLE_RATE),
+        },
+    )

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from keras_dkd.audio import read_corpus_wav
+from keras_dkd.datasets.beam_build import BeamBuild
 from keras_dkd.errors import DatasetError
 from keras_dkd.io import remove_stale
 
@@ -138,8 +139,9 @@ def find_wav_dir(root: Path) -> Path | None:
     return None
 
 
-class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
-    """DatasetBuilder for EmoDB (Berlin Database of Emotional Speech)."""
+class Builder(BeamBuild, tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
+    """DatasetBuilder for EmoDB (Berlin Database of Emotional Speech); builds through Apache
+    Beam when given Beam options (:mod:`keras_dkd.datasets.beam_build`)."""
 
     # TFDS infers these folders from the module name, which is wrong when the package is installed
     # editable (keras_dkd.datasets lives in the top-level datasets/ folder): state them.
@@ -227,7 +229,7 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
             )
         # The complete corpus has every speaker in every config; a partial copy builds the splits
         # of the speakers it has (TFDS cannot write an empty split).
-        return {split: self._generate_examples(paths) for split, paths in files.items() if paths}
+        return {split: self._split_examples(paths) for split, paths in files.items() if paths}
 
     def _source_root(self, dl_manager) -> Path:
         """The folder holding the corpus: the manual_dir when given, else the download."""
@@ -253,24 +255,27 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
         found = _local_copy(default, dl_manager) if default is not None else None
         return found or Path(str(dl_manager.download_and_extract(URL)))
 
-    def _generate_examples(self, paths):
-        mapping = self.builder_config.mapping
-        for path in paths:
-            meta = parse_filename(path.name)
-            audio = _read_wav(path)
-            yield (
-                meta["utterance_id"],
-                {
-                    "audio": audio,
-                    "label": mapping[meta["emotion_code"]],
-                    "utterance_id": meta["utterance_id"],
-                    "speaker": meta["speaker"],
-                    "gender": meta["gender"],
-                    "text_id": meta["text_id"],
-                    "emotion_code": meta["emotion_code"],
-                    "duration": np.float32(len(audio) / SAMPLE_RATE),
-                },
-            )
+    def _example_arguments(self):
+        return {"mapping": self.builder_config.mapping}
+
+
+def make_example(path: Path, mapping: dict[str, str]):
+    """``(key, example)`` of one wav file (the plain and the Beam build alike)."""
+    meta = parse_filename(path.name)
+    audio = _read_wav(path)
+    return (
+        meta["utterance_id"],
+        {
+            "audio": audio,
+            "label": mapping[meta["emotion_code"]],
+            "utterance_id": meta["utterance_id"],
+            "speaker": meta["speaker"],
+            "gender": meta["gender"],
+            "text_id": meta["text_id"],
+            "emotion_code": meta["emotion_code"],
+            "duration": np.float32(len(audio) / SAMPLE_RATE),
+        },
+    )
 
 
 def _local_copy(folder: Path, dl_manager) -> Path | None:

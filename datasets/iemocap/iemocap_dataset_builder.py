@@ -3,7 +3,9 @@
 IEMOCAP is licensed by USC and cannot be downloaded automatically: build it with
 ``tfds build datasets/iemocap --manual_dir=DIR`` where ``DIR`` is ``IEMOCAP_full_release`` or its
 parent. Labels come from ``Session{n}/dialog/EmoEvaluation/<dialog>.txt``, audio from
-``Session{n}/sentences/wav/<dialog>/<utterance>.wav``.
+``Session{n}/sentences/wav/<dialog>/<utterance>.wav``. Given Beam options
+(``--beam_pipeline_options="runner=DirectRunner"``), the build runs as an Apache Beam pipeline
+and writes the same examples.
 
 This module is imported both as ``keras_dkd.datasets.iemocap.iemocap_dataset_builder`` (the
 library) and as ``iemocap.iemocap_dataset_builder`` (``tfds build datasets/iemocap``), so it uses
@@ -14,6 +16,7 @@ under the first name.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from keras_dkd.audio import read_corpus_wav
+from keras_dkd.datasets.beam_build import BeamBuild
 from keras_dkd.errors import DatasetError
 from keras_dkd.io import remove_stale
 
@@ -62,7 +66,8 @@ https://sail.usc.edu/iemocap/iemocap_release.htm and extract the archive you rec
 `sentences/wav/<dialog>/*.wav` (16 kHz mono audio). Videos and motion capture are not needed.
 """
 
-_REGISTER = __name__ == "keras_dkd.datasets.iemocap.iemocap_dataset_builder"
+_LIBRARY_NAME = "keras_dkd.datasets.iemocap.iemocap_dataset_builder"
+_REGISTER = __name__ == _LIBRARY_NAME
 
 
 @dataclasses.dataclass(eq=False)
@@ -120,6 +125,12 @@ class Utterance:
     dominance: float
     wav: Path
     source: str  # "<label file>:<line>", for error messages
+
+    def __reduce__(self):
+        # Pickled (by Beam) as the library module's Utterance: `tfds build datasets/iemocap`
+        # imports this module as iemocap.iemocap_dataset_builder, which Beam's workers cannot.
+        library = importlib.import_module(_LIBRARY_NAME)
+        return library.Utterance, tuple(getattr(self, f.name) for f in dataclasses.fields(self))
 
 
 def _malformed(path: Path, lineno: int, line: str, expected: str) -> DatasetError:
@@ -257,8 +268,12 @@ def read_wav(utterance: Utterance) -> np.ndarray:
     )
 
 
-class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
-    """DatasetBuilder for IEMOCAP, speech only, four classes (neutral, happy, angry, sad)."""
+class Builder(BeamBuild, tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
+    """DatasetBuilder for IEMOCAP, speech only, four classes (neutral, happy, angry, sad).
+
+    Builds through Apache Beam when given Beam options (``--beam_pipeline_options``), one
+    utterance per element (:mod:`keras_dkd.datasets.beam_build`).
+    """
 
     # TFDS infers these folders from the module name, which is wrong when the package is installed
     # editable (keras_dkd.datasets lives in the top-level datasets/ folder): state them.
@@ -334,31 +349,34 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
                     f"{config.name} keeps (codes {', '.join(sorted(config.mapping))}): extract "
                     "the complete IEMOCAP_full_release archive"
                 )
-            splits[f"session{session}"] = self._generate_examples(kept)
+            splits[f"session{session}"] = self._split_examples(kept)
         return splits
 
-    def _generate_examples(self, utterances):
-        mapping = self.builder_config.mapping
-        for u in utterances:
-            audio = read_wav(u)
-            yield (
-                u.utterance_id,
-                {
-                    "audio": audio,
-                    "label": mapping[u.emotion_code],
-                    "utterance_id": u.utterance_id,
-                    "dialog": u.dialog,
-                    "session": u.session,
-                    "speaker": u.speaker,
-                    "gender": u.gender,
-                    "improvised": u.improvised,
-                    "emotion_code": u.emotion_code,
-                    "valence": u.valence,
-                    "activation": u.activation,
-                    "dominance": u.dominance,
-                    "duration": np.float32(len(audio) / SAMPLE_RATE),
-                },
-            )
+    def _example_arguments(self):
+        return {"mapping": self.builder_config.mapping}
+
+
+def make_example(u: Utterance, mapping: dict[str, str]):
+    """``(key, example)`` of one utterance (the plain and the Beam build alike)."""
+    audio = read_wav(u)
+    return (
+        u.utterance_id,
+        {
+            "audio": audio,
+            "label": mapping[u.emotion_code],
+            "utterance_id": u.utterance_id,
+            "dialog": u.dialog,
+            "session": u.session,
+            "speaker": u.speaker,
+            "gender": u.gender,
+            "improvised": u.improvised,
+            "emotion_code": u.emotion_code,
+            "valence": u.valence,
+            "activation": u.activation,
+            "dominance": u.dominance,
+            "duration": np.float32(len(audio) / SAMPLE_RATE),
+        },
+    )
 
 
 def _audio_feature() -> tfds.features.Tensor:

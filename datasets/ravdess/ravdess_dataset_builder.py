@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from keras_dkd.audio import read_audio
+from keras_dkd.datasets.beam_build import BeamBuild
 from keras_dkd.errors import DatasetError, UserError
 from keras_dkd.io import remove_stale
 
@@ -166,8 +167,9 @@ def _audio_feature() -> tfds.features.Tensor:
     )
 
 
-class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
-    """DatasetBuilder for RAVDESS speech (24 actors, 1,440 files)."""
+class Builder(BeamBuild, tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
+    """DatasetBuilder for RAVDESS speech (24 actors, 1,440 files); builds through Apache Beam
+    when given Beam options (:mod:`keras_dkd.datasets.beam_build`)."""
 
     pkg_dir_path = tfds.core.Path(__file__).parent
 
@@ -240,31 +242,34 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=not _REGISTER):
             )
         # A partial copy builds the splits of the actors it holds (TFDS cannot write an empty
         # split).
-        return {split: self._generate_examples(paths) for split, paths in files.items() if paths}
+        return {split: self._split_examples(paths) for split, paths in files.items() if paths}
 
-    def _generate_examples(self, paths):
-        mapping = self.builder_config.mapping
-        for path in paths:
-            meta = parse_filename(path.name)
-            try:
-                waveform = read_audio(path, SAMPLE_RATE)
-            except UserError as error:
-                raise DatasetError(
-                    f"RAVDESS: {error}; replace it with the original from {ARCHIVE}"
-                ) from error
-            audio = np.clip(np.round(waveform * 32768.0), -32768, 32767).astype(np.int16)
-            yield (
-                meta["utterance_id"],
-                {
-                    "audio": audio,
-                    "label": mapping[meta["emotion_code"]],
-                    "utterance_id": meta["utterance_id"],
-                    "speaker": meta["actor"],
-                    "gender": meta["gender"],
-                    "emotion_code": meta["emotion_code"],
-                    "intensity": meta["intensity"],
-                    "statement": meta["statement"],
-                    "repetition": meta["repetition"],
-                    "duration": np.float32(len(audio) / SAMPLE_RATE),
-                },
-            )
+    def _example_arguments(self):
+        return {"mapping": self.builder_config.mapping}
+
+
+def make_example(path: Path, mapping: dict[str, str]):
+    """``(key, example)`` of one speech file (the plain and the Beam build alike)."""
+    meta = parse_filename(path.name)
+    try:
+        waveform = read_audio(path, SAMPLE_RATE)
+    except UserError as error:
+        raise DatasetError(
+            f"RAVDESS: {error}; replace it with the original from {ARCHIVE}"
+        ) from error
+    audio = np.clip(np.round(waveform * 32768.0), -32768, 32767).astype(np.int16)
+    return (
+        meta["utterance_id"],
+        {
+            "audio": audio,
+            "label": mapping[meta["emotion_code"]],
+            "utterance_id": meta["utterance_id"],
+            "speaker": meta["actor"],
+            "gender": meta["gender"],
+            "emotion_code": meta["emotion_code"],
+            "intensity": meta["intensity"],
+            "statement": meta["statement"],
+            "repetition": meta["repetition"],
+            "duration": np.float32(len(audio) / SAMPLE_RATE),
+        },
+    )
