@@ -34,6 +34,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_dkd.conv import conv2d
 from keras_dkd.distribution import replica_mean
 from keras_dkd.errors import UserError
 
@@ -282,7 +283,7 @@ class ConvBlock(_ConvBatchNorm):
 
     def call(self, inputs, training=None):
         def conv(kernel):
-            return ops.conv(inputs, kernel, padding="same", data_format=self.data_format)
+            return conv2d(inputs, kernel, padding="same", data_format=self.data_format)
 
         if not (training and self.trainable):
             scale, shift = self._inference_scale_shift(self.bias)
@@ -378,8 +379,8 @@ class ParallelConvBlock(_ConvBatchNorm):
                 return ops.pad(x, ((0, 0), (0, 0), (pad_time,) * 2, (pad_freq,) * 2))
             return ops.pad(x, ((0, 0), (pad_time,) * 2, (pad_freq,) * 2, (0, 0)))
 
-        a = ops.conv(pad(*self.PADDING_A), kernel_a, data_format=self.data_format)
-        b = ops.conv(pad(*self.PADDING_B), kernel_b, data_format=self.data_format)
+        a = conv2d(pad(*self.PADDING_A), kernel_a, data_format=self.data_format)
+        b = conv2d(pad(*self.PADDING_B), kernel_b, data_format=self.data_format)
         return ops.concatenate([a, b], axis=self._channel_axis)
 
     def call(self, inputs, training=None):
