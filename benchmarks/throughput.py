@@ -418,9 +418,11 @@ def main(argv=None):
     import keras
     import numpy as np
 
+    from keras_dkd.allocator import allocator_setting, tune_allocator
     from keras_dkd.models import recommended_jit_compile
 
     backend = keras.backend.backend()
+    tune_allocator(backend)  # before the first JAX computation, as the keras-dkd command does
     jit_compile = {
         "recommended": recommended_jit_compile(backend),
         "auto": "auto",
@@ -504,6 +506,7 @@ def main(argv=None):
         "load_average_before": load_before,
         "load_average_after": load_after,
         "keras": keras.__version__,
+        "allocator": allocator_setting(),
         "python": platform.python_version(),
         "machine": platform.processor() or platform.machine(),
         "trainable_parameters": trainable,
@@ -519,7 +522,7 @@ def main(argv=None):
     print(
         f"backend {backend}, jit_compile={jit_compile}, batch {args.batch_size}, "
         f"{args.steps} rounds after {args.warmup} warm-up; load average {load_before[0]:.1f} -> "
-        f"{load_after[0]:.1f} on {os.cpu_count()} CPUs"
+        f"{load_after[0]:.1f} on {os.cpu_count()} CPUs; host allocator: {allocator_setting()}"
     )
     print(
         f"trainable parameters: keras {trainable:,}"

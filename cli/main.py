@@ -97,6 +97,7 @@ if "tensorflow" not in sys.modules:
 import click  # noqa: E402
 
 from keras_dkd import __version__  # noqa: E402
+from keras_dkd.allocator import tune_allocator  # noqa: E402
 from keras_dkd.cli.cross import cross  # noqa: E402
 from keras_dkd.cli.evaluate import evaluate, predict  # noqa: E402
 from keras_dkd.cli.export import export  # noqa: E402
@@ -116,6 +117,9 @@ def cli():
     Pick the Keras backend with KERAS_BACKEND=tensorflow|torch|jax.
     """
     _quiet_library_logs()
+    # On JAX, before its first computation: XLA's CPU buffers stay in the process instead of
+    # being page-faulted in afresh every step (keras_dkd.allocator).
+    tune_allocator()
 
 
 def _quiet_library_logs():
@@ -147,6 +151,7 @@ def info(as_json):
             click.echo(f"  {name:<20} {version or 'not installed'}")
     click.echo(f"backend               {env['backend']}")
     click.echo(f"accelerators          {', '.join(env['accelerators']) or 'none (CPU only)'}")
+    click.echo(f"host allocator        {env['allocator']}")
     click.echo(f"data dir (TFDS)       {env['data_dir']}")
     click.echo(f"feature cache         {env['cache_dir']}")
     click.echo(f"runs dir              {env['runs_dir']}")

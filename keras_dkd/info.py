@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 
 from keras_dkd import __version__, paths
+from keras_dkd.allocator import allocator_setting
 
 _LIBRARIES = ("keras", "tensorflow", "torch", "jax", "tensorflow-datasets", "numpy")
 
@@ -59,6 +60,7 @@ def environment() -> dict:
         "backend": backend,
         "keras_backend_env": os.environ.get("KERAS_BACKEND"),
         "accelerators": accelerators(backend),
+        "allocator": allocator_setting(),
         "data_dir": str(paths.data_dir()),
         "cache_dir": str(paths.cache_dir()),
         "runs_dir": str(paths.runs_dir()),

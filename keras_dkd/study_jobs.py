@@ -37,6 +37,7 @@ from pathlib import Path
 
 import keras
 
+from keras_dkd.allocator import tune_allocator
 from keras_dkd.errors import UserError
 from keras_dkd.options import RunOptions
 from keras_dkd.runs import RunDir
@@ -285,6 +286,7 @@ def _train_task(options, run_dir, command, cwd, threads, *after):
     already resolved by Ray)."""
     if cwd and os.path.isdir(cwd):
         os.chdir(cwd)  # relative paths mean what they mean on the driver
+    tune_allocator()  # before this worker's first JAX computation (a no-op elsewhere)
     try:
         import tensorflow as tf
 

@@ -42,6 +42,7 @@ import keras
 import numpy as np
 
 from keras_dkd import paths
+from keras_dkd.allocator import allocator_setting
 from keras_dkd.distribution import data_parallel
 from keras_dkd.errors import UserError
 from keras_dkd.io import atomic_write_json, save_model
@@ -209,6 +210,7 @@ class _Training:
             "command": self.command,
             "backend": keras.backend.backend(),
             "versions": versions,
+            "allocator": allocator_setting(),
             "seed": options.seed,
             "phase_seeds": {p: phase_seed(options.seed, p) for p in PHASE_SEEDS},
             "options": options.to_dict(),

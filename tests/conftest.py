@@ -20,6 +20,13 @@ def backend() -> str:
     return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
+if backend() == "jax":
+    # As the keras-dkd command does, before the first JAX computation (keras_dkd.allocator).
+    from keras_dkd.allocator import tune_allocator
+
+    tune_allocator("jax")
+
+
 def pytest_collection_modifyitems(config, items):
     if backend() == "tensorflow":
         return

@@ -71,6 +71,39 @@ def test_head_fusion_matches_numpy_formula(data_format, shape, heads, hidden):
     np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the fused projection is JAX's")
+def test_head_fusion_fused_projection_gradients_equal_three_products(monkeypatch):
+    import jax
+
+    import keras_dkd.layers as layers
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 5, 3, 7)).astype("float32")
+    kernel = rng.normal(scale=0.4, size=(7, 3 * 3 * 5)).astype("float32")
+    bias = rng.normal(scale=0.4, size=(3 * 3 * 5,)).astype("float32")
+    weights = np.sin(np.arange(5, dtype="float32"))
+
+    def gradients():
+        layer = HeadFusion(heads=3, hidden=5, data_format="channels_last")
+        layer.build(x.shape)
+
+        def loss(x, kernel, bias):
+            out, _ = layer.stateless_call([kernel, bias], [], x)
+            return ops.sum(out * weights)
+
+        jaxpr = str(jax.make_jaxpr(loss)(x, kernel, bias))
+        return jaxpr, jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, kernel, bias)
+
+    jaxpr, fused = gradients()
+    assert "custom_vjp" in jaxpr  # the hand-written gradient ran
+    monkeypatch.setattr(layers, "fused_projection", lambda *args, **kwargs: False)
+    jaxpr, plain = gradients()
+    assert "custom_vjp" not in jaxpr
+    for a, b in zip(fused, plain, strict=True):
+        assert float(np.max(np.abs(b))) > 0
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_head_fusion_parameter_count_equals_separate_convolutions():
     layer = HeadFusion(heads=4, hidden=64)
     layer.build((None, 49, 9, 80) if layer.data_format == "channels_last" else (None, 80, 49, 9))

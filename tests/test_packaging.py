@@ -37,6 +37,9 @@ def test_console_script_runs_info():
     out = subprocess.run([str(exe), "info"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert f"backend               {os.environ.get('KERAS_BACKEND', 'tensorflow')}" in out.stdout
+    # the command tunes the host allocator for XLA's CPU buffers on JAX only
+    tuned = os.environ.get("KERAS_BACKEND", "tensorflow") == "jax"
+    assert ("host allocator        glibc tuned" in out.stdout) == tuned, out.stdout
 
 
 @pytest.mark.once
