@@ -12,7 +12,9 @@ their own buffers and fault about 15,000 times per step.
 :func:`tune_allocator` asks glibc (``mallopt``) to serve every allocation from one arena's heap
 (``M_ARENA_MAX=1``, ``M_MMAP_MAX=0``) and to keep freed memory (``M_TRIM_THRESHOLD``): from the
 second step on, a step touches no new page. Results are unchanged (only where buffers live
-changes); the process keeps its peak heap (about 0.3 GB more resident memory here).
+changes); the process keeps its peak heap and never returns it: a 4-epoch ``keras-dkd train``
+on EmoDB (JAX, CPU) peaked at 3.1 GB resident instead of 1.8 GB, and ran its epochs at 450-460
+ms per step instead of 570-690.
 
 It must run before the first JAX computation: glibc binds threads to arenas when they first
 allocate. The ``keras-dkd`` command and the Ray study workers call it before anything else;
