@@ -105,6 +105,7 @@ from keras_dkd.cli.options import user_errors  # noqa: E402
 from keras_dkd.cli.prepare import prepare  # noqa: E402
 from keras_dkd.cli.serve import serve  # noqa: E402
 from keras_dkd.cli.train import ablate, cv, train  # noqa: E402
+from keras_dkd.errors import UserError  # noqa: E402
 
 __all__ = ["cli", "main", "user_errors"]
 
@@ -117,9 +118,12 @@ def cli():
     Pick the Keras backend with KERAS_BACKEND=tensorflow|torch|jax.
     """
     _quiet_library_logs()
-    # On JAX, before its first computation: XLA's CPU buffers stay in the process instead of
-    # being page-faulted in afresh every step (keras_dkd.allocator).
-    tune_allocator()
+    # On JAX and TensorFlow, before their first computation: freed CPU buffers stay in the
+    # process instead of being page-faulted in afresh every step (keras_dkd.allocator).
+    try:
+        tune_allocator()
+    except UserError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _quiet_library_logs():

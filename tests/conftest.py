@@ -20,11 +20,11 @@ def backend() -> str:
     return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
-if backend() == "jax":
-    # As the keras-dkd command does, before the first JAX computation (keras_dkd.allocator).
-    from keras_dkd.allocator import tune_allocator
+# As the keras-dkd command does, before the backend's first computation (keras_dkd.allocator;
+# JAX and TensorFlow only).
+from keras_dkd.allocator import tune_allocator  # noqa: E402
 
-    tune_allocator("jax")
+tune_allocator(backend())
 
 
 def pytest_collection_modifyitems(config, items):

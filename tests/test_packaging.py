@@ -37,8 +37,8 @@ def test_console_script_runs_info():
     out = subprocess.run([str(exe), "info"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert f"backend               {os.environ.get('KERAS_BACKEND', 'tensorflow')}" in out.stdout
-    # the command tunes the host allocator for XLA's CPU buffers on JAX only
-    tuned = os.environ.get("KERAS_BACKEND", "tensorflow") == "jax"
+    # the command tunes the host allocator on JAX and TensorFlow, not on PyTorch
+    tuned = os.environ.get("KERAS_BACKEND", "tensorflow") in ("jax", "tensorflow")
     assert ("host allocator        glibc tuned" in out.stdout) == tuned, out.stdout
 
 
