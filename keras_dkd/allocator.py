@@ -61,9 +61,13 @@ TUNED_BACKENDS = ("jax", "tensorflow")
 _applied = False
 
 
-def _backend() -> str:
-    import keras
-
+def _backend() -> str | None:
+    """The Keras backend, or None if it cannot be imported (a bad ``KERAS_BACKEND``: the command
+    that needs it reports that; ``--help`` does not)."""
+    try:
+        import keras
+    except (ImportError, ValueError):
+        return None
     return keras.backend.backend()
 
 
