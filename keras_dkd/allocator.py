@@ -6,22 +6,23 @@ the same. With glibc's defaults, blocks of more than a few MB are ``mmap``-ed fr
 and returned with ``munmap``, and blocks allocated from worker threads live in per-thread arenas
 whose heaps shrink when freed. Either way the memory comes back as fresh pages, and every first
 touch of a page is a page fault (the kernel zeroes it). Measured on a 2-core CPU, batch 32:
-about 119,000 faults per JAX training step of the DKDFMH network (465 MB), and 10.4 million over
-a 4-epoch TensorFlow ``keras-dkd train`` on EmoDB.
+about 119,000 faults per JAX training step of the DKDFMH network (465 MB), and 8.8-9.7 million
+over a 4-epoch TensorFlow ``keras-dkd train`` on EmoDB.
 
 :func:`tune_allocator` asks glibc (``mallopt``) to serve every allocation from one arena's heap
 (``M_ARENA_MAX=1``, ``M_MMAP_MAX=0``) and to keep freed memory (``M_TRIM_THRESHOLD``), so
 freed blocks are reused without faults. Results are unchanged (only where buffers live changes;
 identical ``history.csv`` and metrics with and without). In 4-epoch ``keras-dkd train`` runs on
-EmoDB (quiet machine):
+EmoDB (``benchmarks/allocator.py``, quiet machine, ``docs/results/allocator.md``):
 
-- JAX: 449-460 ms per step instead of 574-694; peak resident memory 3.1 GB instead of 1.8 GB
-  (the process keeps its peak heap);
-- TensorFlow: 496-537 ms per step instead of 761-820 (10.4 million page faults down to 0.3
-  million); peak resident memory 1.22 GB instead of 1.14 GB. TensorFlow's generator dataset sets
-  ``M_TRIM_THRESHOLD`` back to 128 KB when it starts; the other two settings do the work;
-- PyTorch keeps its own buffers: no difference (320-334 ms per step either way, five paired
-  ``train_on_batch`` runs inconclusive), so it is left alone.
+- JAX: epochs 1.23x faster (5.5 s against 6.7 s); peak resident memory 3.0 GB instead of
+  1.8 GB (the process keeps its peak heap);
+- TensorFlow: epochs 1.56x faster (5.8 s against 9.1 s; page faults 0.3 million instead of
+  8.8-9.7 million); peak resident memory about the same (1.1 GB). TensorFlow's generator
+  dataset sets ``M_TRIM_THRESHOLD`` back to 128 KB when it starts; the other two settings do
+  the work;
+- PyTorch keeps its own buffers: 1.06x, within the spread (five paired ``train_on_batch`` runs
+  were inconclusive too), so it is left alone.
 
 It must run before the backend's first computation: glibc binds threads to arenas when they
 first allocate. The ``keras-dkd`` command, the Ray study workers and the test suite call it
