@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _timed import train_timed
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -60,7 +60,6 @@ def train_one(precision, seed, args) -> dict:
     from keras_dkd import corpora
     from keras_dkd.info import accelerators
     from keras_dkd.options import RunOptions
-    from keras_dkd.training import train
 
     flat = {"epochs": args.epochs} if args.epochs else {}
     if args.max_utterances:
@@ -72,14 +71,7 @@ def train_one(precision, seed, args) -> dict:
     )
     group = corpora.groups("emodb")[args.fold]
     run_dir = Path(args.runs) / precision / f"fold{args.fold}-{group}" / f"seed{seed}"
-    wall_file = run_dir / "wall.json"
-    start = time.perf_counter()
-    result = train(options, run_dir)
-    wall = time.perf_counter() - start
-    if result["status"] != "complete" or not wall_file.is_file():
-        # this sitting trained (part of) the run: add its time to earlier sittings'
-        previous = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else 0.0
-        wall_file.write_text(json.dumps({"seconds": previous + wall}))
+    result, wall = train_timed(options, run_dir)
     student = result["metrics"]["student"]
     phase = result["phases"].get("student", {})
     config = json.loads((run_dir / "config.json").read_text())
@@ -89,7 +81,7 @@ def train_one(precision, seed, args) -> dict:
         "seed": seed, "wa": student["wa"], "ua": student["ua"], "macro_f1": student["macro_f1"],
         "selected_epoch": phase.get("selected_epoch"),
         "epochs_run": phase.get("epochs_run", phase.get("epochs")),
-        "wall_seconds": json.loads(wall_file.read_text())["seconds"],
+        "wall_seconds": wall,
         "backend": backend, "accelerators": accelerators(keras.backend.backend()),
         "versions": config["versions"], "options": config["options"], "run_dir": str(run_dir),
     }

@@ -34,10 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _timed import train_timed
 
 ROOT = Path(__file__).resolve().parents[1]
 FINAL = (("default", "cnn_mha"), ("default", "cnn"), ("paper", "cnn_mha"),
@@ -60,7 +60,6 @@ def _train_one(setting, variant, fold, seed, args, extra=None):
     """Train one model (or find it trained); return its record."""
     from keras_dkd import corpora
     from keras_dkd.options import RunOptions
-    from keras_dkd.training import train
 
     name, changes = _parse_setting(setting)
     options = RunOptions.from_flat(
@@ -71,13 +70,7 @@ def _train_one(setting, variant, fold, seed, args, extra=None):
     group = corpora.groups("emodb")[fold]
     run_dir = Path(args.runs) / setting.replace(":", "_").replace(",", "_").replace("=", "-") \
         / variant / f"fold{fold}-{group}" / f"seed{seed}"
-    wall_file = run_dir / "wall.json"
-    start = time.perf_counter()
-    result = train(options, run_dir)
-    wall = time.perf_counter() - start
-    if result["status"] != "complete" or not wall_file.is_file():
-        previous = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else 0.0
-        wall_file.write_text(json.dumps({"seconds": previous + wall}))
+    result, wall = train_timed(options, run_dir)
     student = result["metrics"]["student"]
     phase = result["phases"].get("student", {})
     config = json.loads((run_dir / "config.json").read_text())
@@ -88,7 +81,7 @@ def _train_one(setting, variant, fold, seed, args, extra=None):
         "one_class": int(np.count_nonzero(np.asarray(student["confusion"]).sum(axis=0))) == 1,
         "val_ua": phase.get("val_ua"), "selected_epoch": phase.get("selected_epoch"),
         "epochs_run": phase.get("epochs_run", phase.get("epochs")),
-        "wall_seconds": json.loads(wall_file.read_text())["seconds"],
+        "wall_seconds": wall,
         "n_test_utterances": student["n_utterances"], "run_dir": str(run_dir),
         "options": config["options"], "backend": config["backend"],
         "versions": config["versions"],
