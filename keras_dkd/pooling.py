@@ -2,8 +2,8 @@
 
 JAX differentiates ``keras.ops.max_pool`` (a ``reduce_window`` of ``max``) through a
 variadic reduce-window that carries four int32 index maps the size of the input, each
-materialised by an ``iota``: on 2 CPU cores that is about 150 ms of a 700 ms training step of
-the network, for a pool whose forward pass costs a few milliseconds.
+materialised by an ``iota``: in a hand-read profile on 2 CPU cores, about 150 ms of a 700 ms
+training step of the network, for a pool whose forward pass costs a few milliseconds.
 
 For the network's pools (2x2 windows, stride 2, "valid"), :func:`max_pool_2x2` on JAX
 (``channels_last``) reshapes the map to ``(batch, h/2, 2, w/2, 2, channels)`` and takes the
