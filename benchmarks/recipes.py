@@ -17,8 +17,8 @@ Three modes:
   ``headfusion`` for ``cnn_mha``) on all folds, writing ``docs/results/recipes.json`` (one record
   per trained model), ``recipes.md`` (per fold and mean ± sd) and ``recipes.png`` after every
   training. The records are the study's checkpoint: a rerun trains only what they lack (the
-  default variants seed by seed first, then ``paper`` and ``headfusion``), so the study can be
-  spread over sessions and machines; ``--max-trainings`` bounds one sitting.
+  default variants seed by seed first, then ``paper`` and ``headfusion`` fold by fold), so the
+  study can be spread over sessions and machines; ``--max-trainings`` bounds one sitting.
 
 Example (the command behind docs/results/recipes.md)::
 
@@ -190,14 +190,14 @@ def summarize(args) -> None:
 def _plan(seeds, folds):
     """The trainings of the report, most informative first: the two ``default`` variants fold
     by fold for the first seed (the paired comparison the target is about), then the other
-    seeds, then ``paper`` and ``headfusion`` (first seed only)."""
+    seeds, then ``paper`` and ``headfusion`` fold by fold (first seed only)."""
     plan = []
     for seed in seeds:
         for fold in folds:
             plan += [("default", variant, fold, seed) for variant in ("cnn_mha", "cnn")]
-    for recipe, variant in FINAL:
-        if recipe != "default":
-            plan += [(recipe, variant, fold, seeds[0]) for fold in folds]
+    others = [(recipe, variant) for recipe, variant in FINAL if recipe != "default"]
+    for fold in folds:  # fold by fold, so that a partial study compares them on the same folds
+        plan += [(recipe, variant, fold, seeds[0]) for recipe, variant in others]
     return plan
 
 
