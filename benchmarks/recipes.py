@@ -311,9 +311,16 @@ def _markdown(study) -> str:
                   if (r["recipe"], r["variant"], r["fold"]) == (recipe, variant, f)]
             cells.append(f"{np.mean(ua) * 100:.1f}" if ua else "—")
         lines.append(f"| {recipe} | {variant} | " + " | ".join(cells) + " |")
-    paired = _paired(records, ("default", "cnn_mha"), ("default", "cnn"))
-    if paired:
-        lines += ["", paired]
+    comparisons = [(("default", "cnn_mha"), ("default", "cnn"))]
+    comparisons += [(("default", "cnn_mha"), setting) for setting in settings
+                    if setting[0] != "default"]
+    for a, b in comparisons:
+        paired = _paired(records, a, b)
+        if paired:
+            lines += ["", paired]
+    if any(recipe == "headfusion" for recipe, _ in settings):
+        lines += ["", "`headfusion` drops utterances of 2 s or less from the test speaker too: "
+                  "its test UA is over fewer utterances than the other rows'."]
     return "\n".join(lines) + "\n"
 
 
