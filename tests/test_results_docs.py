@@ -1,0 +1,53 @@
+"""The recorded results and the README agree: docs/results/recipes.md is what
+``benchmarks/recipes.py`` renders from recipes.json, and the README quotes its tables as they are.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+
+
+def _recipes_script():
+    """benchmarks/recipes.py as a module (it imports its sibling ``_timed``)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "recipes_study", ROOT / "benchmarks" / "recipes.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
+def _table_rows(markdown: str) -> list[str]:
+    return [line for line in markdown.splitlines()
+            if line.startswith("| ") and not line.startswith(("| ---", "| recipe |"))]
+
+
+@pytest.mark.once
+def test_recipes_report_is_rendered_from_its_records():
+    study = json.loads((RESULTS / "recipes.json").read_text())
+    assert (RESULTS / "recipes.md").read_text() == _recipes_script()._markdown(study)
+    keys = [(r["recipe"], r["variant"], r["fold"], r["seed"]) for r in study["records"]]
+    assert len(keys) == len(set(keys)), "a (recipe, variant, fold, seed) is recorded twice"
+
+
+@pytest.mark.once
+def test_readme_quotes_the_recipes_tables_and_count():
+    study = json.loads((RESULTS / "recipes.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    rows = _table_rows((RESULTS / "recipes.md").read_text())
+    assert rows
+    missing = [row for row in rows if row not in readme]
+    assert not missing, f"README.md lacks these rows of docs/results/recipes.md: {missing}"
+    words = " ".join(readme.split())
+    assert f"{len(study['records'])} of the {study['planned']} planned trainings" in words
