@@ -21,11 +21,13 @@ It times, at batch 32 of (197, 40) segments, in the same process and for each pr
 
 and the same steps for a plain PyTorch implementation of the same network, written below the
 way a user would write it (NCHW, one 1x1 ``Conv2d`` per head for each of Q, K and V), both in
-eager float32 and under ``torch.autocast("cpu", torch.bfloat16)``. The baseline runs in a child
-process of its own (TensorFlow or JAX in the same process slow PyTorch down), driven step by step
-over a pipe, so that the Keras and PyTorch steps alternate round after round and see the same
-machine load. Figures are medians over the rounds; ratios > 1 mean Keras is faster: the ratio of
-the two medians, and in brackets the median of the per-round ratios, which resists load that
+eager float32 and under ``torch.autocast(device, torch.bfloat16)``. The baseline runs on the GPU
+when PyTorch sees one (``--device``; each of its steps waits for the GPU to finish, as the Keras
+steps do when they return their results), else on the CPU, in a child process of its own
+(TensorFlow or JAX in the same process slow PyTorch down), driven step by step over a pipe, so
+that the Keras and PyTorch steps alternate round after round and see the same machine load.
+Figures are medians over the rounds; ratios > 1 mean Keras is faster: the ratio of the two
+medians, and in brackets the median of the per-round ratios, which resists load that
 drifts during the run.
 
 The floor is the step's FLOP count (direct convolutions, matrix products; a training step
@@ -74,6 +76,11 @@ def parse_args(argv=None):
         "--no-autocast", action="store_true",
         help="skip plain PyTorch under bfloat16 autocast (on a CPU without bfloat16 arithmetic its "
              "multi-second steps, alternated with the others, perturb the float32 timings)",
+    )
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="where the plain PyTorch baseline runs (default: cuda when PyTorch sees a GPU); the "
+             "Keras side runs where its backend puts it",
     )
     parser.add_argument("--json", metavar="PATH", help="also write all figures as JSON")
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
@@ -165,27 +172,52 @@ def plain_torch_dkd_loss(student, teacher, labels, alpha=1.0, beta=8.0, temperat
     return alpha * tckd + beta * nckd
 
 
-def plain_torch_steps(x_np, y_np):
+def baseline_device(choice="auto"):
+    """The torch device of the plain PyTorch baseline: ``cuda`` if asked, or if ``auto`` and a
+    GPU is visible; else ``cpu``."""
+    import torch
+
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: PyTorch sees no GPU")
+    return torch.device(choice)
+
+
+def synchronize(device):
+    """Wait for the device's queued work (GPU kernels run asynchronously), so that a step's time
+    is its whole time."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_torch_steps(x_np, y_np, device=None):
     """Closures for plain PyTorch's training step, inference batch and DKD step, each in eager
-    float32 (``train``, ``infer``, ``dkd``) and under bfloat16 autocast (``*_bf16``)."""
+    float32 (``train``, ``infer``, ``dkd``) and under bfloat16 autocast (``*_bf16``), on
+    ``device`` (default CPU); each returns once the device has finished the step."""
     import contextlib
 
     import torch
     import torch.nn.functional as F
 
+    device = device or torch.device("cpu")
     torch.manual_seed(0)
-    x = torch.from_numpy(x_np)
-    y = torch.from_numpy(y_np).long()
-    model = plain_torch_network()
+    x = torch.from_numpy(x_np).to(device)
+    y = torch.from_numpy(y_np).long().to(device)
+    model = plain_torch_network().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    teacher = plain_torch_network().eval()
+    teacher = plain_torch_network().to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    student = plain_torch_network()
+    student = plain_torch_network().to(device)
     student_optimizer = torch.optim.Adam(student.parameters(), lr=1e-4)
 
     def precision(bf16):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        if not bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16)
 
     def train(bf16=False):
         model.train()
@@ -210,22 +242,37 @@ def plain_torch_steps(x_np, y_np):
         loss.backward()
         student_optimizer.step()
 
-    steps = {"train": train, "infer": infer, "dkd": dkd}
-    steps.update({f"{name}_bf16": (lambda f=f: f(True)) for name, f in list(steps.items())})
+    def synchronized(step, bf16):
+        def run():
+            step(bf16)
+            synchronize(device)
+
+        return run
+
+    plain = {"train": train, "infer": infer, "dkd": dkd}
+    steps = {name: synchronized(step, False) for name, step in plain.items()}
+    steps.update({f"{name}_bf16": synchronized(step, True) for name, step in plain.items()})
     return steps
 
 
-def peak_matmul_gflops(dtype_name, size=1024, rounds=3):
-    """PyTorch's best matrix-product rate here (GFLOP/s) for a float32 or bfloat16 product."""
+def peak_matmul_gflops(dtype_name, size=1024, rounds=3, device=None):
+    """PyTorch's best matrix-product rate on ``device`` (GFLOP/s) for a float32 or bfloat16
+    product (size 4096 on a GPU, where 1024 is too small to fill it)."""
     import torch
 
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        size, rounds = max(size, 4096), max(rounds, 10)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
     a @ b
+    synchronize(device)
     best = float("inf")
     for _ in range(rounds):
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
 
@@ -245,12 +292,14 @@ def serve_baseline(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = baseline_device(args.device)
     x, y = make_batch(args.batch_size)
-    steps = plain_torch_steps(x, y.astype("int64"))
+    steps = plain_torch_steps(x, y.astype("int64"), device)
     params = count_torch_parameters()
-    peaks = [peak_matmul_gflops(name) for name in ("float32", "bfloat16")]
+    peaks = [peak_matmul_gflops(name, device=device) for name in ("float32", "bfloat16")]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"ready {params} {torch.__version__} {torch.get_num_threads()} {peaks[0]:.3f} "
-          f"{peaks[1]:.3f}", flush=True)
+          f"{peaks[1]:.3f} {device.type} {name.replace(' ', '_')}", flush=True)
     for line in sys.stdin:
         command = line.strip()
         if command == "quit":
@@ -267,10 +316,9 @@ class BaselineProcess:
     def __init__(self, args):
         import subprocess
 
-        command = [sys.executable, __file__, "--serve-baseline", "--batch-size"]
-        command += [str(args.batch_size)] + (
-            ["--threads", str(args.threads)] if args.threads else []
-        )
+        command = [sys.executable, __file__, "--serve-baseline", "--device", args.device,
+                   "--batch-size", str(args.batch_size)]
+        command += ["--threads", str(args.threads)] if args.threads else []
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
         )
@@ -279,6 +327,7 @@ class BaselineProcess:
             raise RuntimeError("the plain PyTorch baseline process did not start")
         self.parameters, self.torch_version, self.threads = int(ready[1]), ready[2], int(ready[3])
         self.peak_gflops = {"float32": float(ready[4]), "mixed_bfloat16": float(ready[5])}
+        self.device, self.device_name = ready[6], ready[7].replace("_", " ")
 
     def step(self, name):
         self.process.stdin.write(name + "\n")
@@ -361,6 +410,22 @@ def forward_flops(model, batch_size):
         elif isinstance(layer, keras_dense()):
             total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
     return total * batch_size
+
+
+def keras_devices(backend):
+    """Where the Keras backend runs its computations (its GPUs if it has any, else CPU)."""
+    if backend == "torch":
+        import torch
+
+        return ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+                or ["cpu"])
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices()]
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_logical_devices("GPU")] or ["cpu"]
 
 
 def keras_dense():
@@ -521,8 +586,10 @@ def main(argv=None):
         "notes": notes,
         "autocast_baseline": not args.no_autocast,
     }
+    info["keras_devices"] = keras_devices(backend)
     if baseline is not None:
         info["torch"] = baseline.torch_version
+        info["plain_torch_device"] = f"{baseline.device} ({baseline.device_name})"
         info["plain_torch_threads"] = baseline.threads
         info["peak_matmul_gflops"] = baseline.peak_gflops
 
@@ -536,8 +603,10 @@ def main(argv=None):
         + (f", plain torch {baseline.parameters:,}" if baseline else "")
         + f"; forward pass {flops['infer'] / 1e9:.2f} GFLOP per batch"
     )
+    print(f"keras runs on: {', '.join(info['keras_devices'])}"
+          + (f"; plain PyTorch on: {info['plain_torch_device']}" if baseline else ""))
     if baseline is not None:
-        print("peak matrix-product rate (PyTorch, 1024^3): "
+        print("peak matrix-product rate (PyTorch): "
               + ", ".join(f"{SHORT[p]} {g:.1f} GFLOP/s" for p, g in baseline.peak_gflops.items()))
     for note in notes:
         print(note)
