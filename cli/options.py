@@ -14,7 +14,16 @@ import click
 
 from keras_dkd.corpora import CORPORA as DATASETS
 from keras_dkd.errors import UserError
-from keras_dkd.options import PADDINGS, PRECISIONS, PROTOCOLS, SCHEDULES, SELECTIONS, VARIANTS
+from keras_dkd.options import (
+    HEAD_INITS,
+    OPTIMIZERS,
+    PADDINGS,
+    PRECISIONS,
+    PROTOCOLS,
+    SCHEDULES,
+    SELECTIONS,
+    VARIANTS,
+)
 from keras_dkd.recipes import RECIPES
 
 
@@ -246,10 +255,37 @@ def training_options(func):
             help="Decoupled weight decay [recipe's].",
         ),
         click.option(
+            "--optimizer",
+            type=click.Choice(OPTIMIZERS),
+            default=None,
+            help="Keras' Adam or AdamW (both apply --weight-decay decoupled) [recipe's].",
+        ),
+        click.option(
             "--schedule",
             type=click.Choice(SCHEDULES),
             default=None,
-            help="Learning rate over training [recipe's].",
+            help="Learning rate over training, after the warm-up: constant, inverse_time "
+            "(lr / (1 + LR_DECAY x step)), step (x STEP_FACTOR every STEP_EPOCHS epochs), "
+            "cosine (to 0 at the end of the budget) [recipe's].",
+        ),
+        click.option(
+            "--lr-warmup-epochs",
+            type=click.IntRange(min=0),
+            metavar="INT",
+            default=None,
+            help="Epochs of linear learning-rate warm-up from 0 [recipe's].",
+        ),
+        click.option(
+            "--lr-decay", type=click.FloatRange(min=0), metavar="FLOAT", default=None,
+            help="Rate of --schedule inverse_time [recipe's].",
+        ),
+        click.option(
+            "--step-epochs", type=click.IntRange(min=1), metavar="INT", default=None,
+            help="Period of --schedule step, in epochs [recipe's].",
+        ),
+        click.option(
+            "--step-factor", type=click.FloatRange(min=0, max=1, min_open=True),
+            metavar="FLOAT", default=None, help="Factor of --schedule step [recipe's].",
         ),
         click.option(
             "--patience",
@@ -266,6 +302,29 @@ def training_options(func):
             default=None,
             help="Dropout before the classifier [recipe's]; a resumed run with dropout is "
             "not bit-identical to an uninterrupted one.",
+        ),
+        click.option(
+            "--time-masks", type=click.IntRange(min=0), metavar="INT", default=None,
+            help="SpecAugment: time masks per training segment (0: none) [recipe's].",
+        ),
+        click.option(
+            "--time-width", type=click.IntRange(min=0), metavar="INT", default=None,
+            help="SpecAugment: the widest time mask, in frames [recipe's].",
+        ),
+        click.option(
+            "--freq-masks", type=click.IntRange(min=0), metavar="INT", default=None,
+            help="SpecAugment: frequency masks per training segment (0: none) [recipe's].",
+        ),
+        click.option(
+            "--freq-width", type=click.IntRange(min=0), metavar="INT", default=None,
+            help="SpecAugment: the widest frequency mask, in filters [recipe's].",
+        ),
+        click.option(
+            "--head-init",
+            type=click.Choice(HEAD_INITS),
+            default=None,
+            help="Initialisation of the head-fusion attention: Glorot over the fused Q/K/V "
+            "kernel, or over each head's 1x1 convolution [recipe's].",
         ),
         click.option(
             "--select",
@@ -287,6 +346,12 @@ def training_options(func):
             default=None,
             help="Standardize features with training-split statistics, inside the model "
             "[recipe's].",
+        ),
+        click.option(
+            "--drop-short/--keep-short",
+            default=None,
+            help="Drop utterances of 2 s or less (from every split, the Head Fusion code's "
+            "choice) or keep them padded [recipe's].",
         ),
         click.option(
             "--padding",

@@ -271,6 +271,17 @@ def test_train_records_the_named_recipe_and_the_values_given_over_it(emodb_data,
 
 
 @pytest.mark.once
+@pytest.mark.parametrize("command", ["train", "cv", "ablate"])
+def test_every_value_of_a_recipe_can_be_given_on_the_command_line(command):
+    from keras_dkd.recipes import RECIPES
+
+    params = {p.name for p in cli.commands[command].params}
+    for name, values in RECIPES.items():
+        missing = sorted(set(values) - params)
+        assert not missing, f"{command}: recipe {name}'s {missing} have no option"
+
+
+@pytest.mark.once
 def test_a_run_directory_with_other_options_is_refused(trained_run, emodb_data):
     out, _ = trained_run
     result = invoke(

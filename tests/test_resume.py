@@ -158,15 +158,11 @@ def _command(out, emodb_data):
     ]
 
 
-@pytest.mark.once
-def test_killed_process_resumes_to_the_same_result(reference_run, emodb_data, tmp_path):
-    """kill -9 during the teacher's second epoch, then the same command again."""
-    out = tmp_path / "run"
+def _kill_in_second_teacher_epoch_and_rerun(command, out: Path):
+    """Run ``command``, SIGKILL it once the teacher has completed an epoch, run it again."""
     state = out / "checkpoints" / "teacher" / "state.json"
     env = {**os.environ, "KERAS_BACKEND": BACKEND}
-    process = subprocess.Popen(
-        _command(out, emodb_data), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and process.poll() is None:
@@ -184,9 +180,7 @@ def test_killed_process_resumes_to_the_same_result(reference_run, emodb_data, tm
     completed = json.loads(state.read_text())["epochs_completed"]
     assert completed in (1, 2) and not (out / "metrics.json").exists()
 
-    rerun = subprocess.run(
-        _command(out, emodb_data), env=env, capture_output=True, text=True, timeout=600
-    )
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert _epochs_in_history(out) == [
         ("teacher", 1),
@@ -195,7 +189,30 @@ def test_killed_process_resumes_to_the_same_result(reference_run, emodb_data, tm
         ("student", 2),
     ]
     assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.suffix == ".h5"]
+
+
+@pytest.mark.once
+def test_killed_process_resumes_to_the_same_result(reference_run, emodb_data, tmp_path):
+    """kill -9 during the teacher's second epoch, then the same command again."""
+    out = tmp_path / "run"
+    _kill_in_second_teacher_epoch_and_rerun(_command(out, emodb_data), out)
     assert_same_run(out, reference_run)
+
+
+@pytest.mark.once
+def test_killed_augmented_process_resumes_to_the_same_result(emodb_data, tmp_path):
+    """The same with SpecAugment masks, which a resumed process must draw as the killed one
+    would have (they are seeded per seed, epoch and batch, not by process state)."""
+    augment = ["--time-masks", "2", "--time-width", "20", "--freq-masks", "2",
+               "--freq-width", "6"]
+    reference, out = tmp_path / "reference", tmp_path / "run"
+    env = {**os.environ, "KERAS_BACKEND": BACKEND}
+    command = _command(reference, emodb_data) + augment
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _kill_in_second_teacher_epoch_and_rerun(_command(out, emodb_data) + augment, out)
+    assert json.loads((out / "config.json").read_text())["options"]["time_masks"] == 2
+    assert_same_run(out, reference)
 
 
 def test_an_augmented_run_interrupted_and_resumed_ends_identical(tmp_path):
