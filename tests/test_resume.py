@@ -5,7 +5,7 @@ Two interruptions, both compared with one uninterrupted reference run of the sam
 - in process, on every backend: a callback raises ``KeyboardInterrupt`` (what Ctrl-C does) in
   the middle of the student's second epoch; rerunning the same ``train`` resumes it;
 - a real ``keras-dkd train`` subprocess killed with SIGKILL during the teacher's second epoch,
-  then the same command run again.
+  then the same command run again (also with SpecAugment masks, against its own reference).
 
 Each time the resumed run must finish the same number of epochs (history.csv holds each epoch
 once) and end with the very same weights and metrics as the reference run.
