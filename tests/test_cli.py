@@ -271,7 +271,7 @@ def test_train_records_the_named_recipe_and_the_values_given_over_it(emodb_data,
 
 
 @pytest.mark.once
-@pytest.mark.parametrize("command", ["train", "cv", "ablate"])
+@pytest.mark.parametrize("command", ["train", "cv", "ablate", "cross"])
 def test_every_value_of_a_recipe_can_be_given_on_the_command_line(command):
     from keras_dkd.recipes import RECIPES
 
