@@ -11,18 +11,26 @@ def train_timed(options, run_dir) -> tuple[dict, float]:
     """``keras_dkd.training.train(options, run_dir)``, timed across sittings.
 
     The seconds of every sitting that trained (part of) the run are added up in
-    ``RUN_DIR/wall.json``; finding the run already complete adds nothing.
+    ``RUN_DIR/wall.json``, rewritten at the end of every epoch, so a sitting that is killed
+    loses at most the epoch it was in; finding the run already complete adds nothing.
 
     Returns:
         ``(result, wall_seconds)``: ``train``'s result and the run's training wall time so far.
     """
-    from keras_dkd.training import train
+    import keras
+
+    from keras_dkd.io import atomic_write_json
+    from keras_dkd.training import Progress, train
 
     wall_file = Path(run_dir) / "wall.json"
+    previous = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else 0.0
     start = time.perf_counter()
-    result = train(options, run_dir)
-    wall = time.perf_counter() - start
+
+    def record(*_):
+        atomic_write_json(wall_file, {"seconds": previous + time.perf_counter() - start})
+
+    clock = keras.callbacks.LambdaCallback(on_epoch_end=record)
+    result = train(options, run_dir, progress=Progress(callbacks=[clock]))
     if result["status"] != "complete" or not wall_file.is_file():
-        previous = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else 0.0
-        wall_file.write_text(json.dumps({"seconds": previous + wall}))
+        record()
     return result, json.loads(wall_file.read_text())["seconds"]
