@@ -12,7 +12,8 @@ Three modes:
 - ``summarize``: the validation-only records of every finished run under ``--runs``, grouped by
   folder, with how each differs from today's ``default``: ``docs/results/recipes_explore.json``
   and ``.md`` (made with ``summarize --runs <the explore runs>``; the folders were named after
-  the runs, e.g. ``specaugment``).
+  the runs, e.g. ``specaugment``). ``--baseline FOLDER`` adds each folder's paired differences
+  against that one on the same (variant, fold, seed), hence the same validation speakers.
 - ``final``: the settings of the report (``default`` for ``cnn`` and ``cnn_mha``, ``paper`` and
   ``headfusion`` for ``cnn_mha``) on all folds, writing ``docs/results/recipes.json`` (one record
   per trained model), ``recipes.md`` (per fold and mean ± sd) and ``recipes.png`` after every
@@ -145,6 +146,7 @@ def summarize(args) -> None:
             "setting": run.parents[2].name, "variant": run.parents[1].name,
             "fold": options["fold"], "group": run.parent.name.split("-", 1)[1],
             "seed": options["seed"], "val_ua": state.get("selected_val_ua"),
+            **_late_val_ua(state.get("history", [])),
             "selected_epoch": state.get("selected_epoch"),
             "epochs_run": state.get("epochs_completed"),
             "wall_seconds": json.loads(wall.read_text())["seconds"] if wall.is_file() else None,
@@ -160,21 +162,28 @@ def summarize(args) -> None:
         f"- Made by `python {' '.join(sys.argv)}` from the runs of `benchmarks/recipes.py "
         "explore`; `options` in the JSON hold every value of every run.",
         "",
+        "- Besides the selected epoch's validation UA (a maximum over epochs, so it favours noisy "
+        "curves), the last epoch's and the mean of the last 10 epochs' validation UA.",
+        "",
         "| setting (folder) | how it differs from `default` (its value -> default's) | variant "
-        "| folds | validation UA (%) | selected epochs | wall (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| folds | validation UA (%) | last epoch | last 10 epochs | selected epochs | wall (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for setting, variant in dict.fromkeys((r["setting"], r["variant"]) for r in records):
         rs = [r for r in records if (r["setting"], r["variant"]) == (setting, variant)]
         first = rs[0]["options"]
         same = ("dataset", "config", "protocol", "fold", "seed", "variant", "manual_dir")
         default = RunOptions.from_flat(recipe="default", **{k: first[k] for k in same})
-        diff = "; ".join(d.replace("'", "") for d in default.differences(first)) or "—"
+        diff = "; ".join(d.replace("'", "")  # (options newer than a run take their default)
+                         for d in default.differences(RunOptions.from_dict(first))) or "—"
         lines.append(
             f"| {setting} | {diff} | {variant} | {[r['group'] for r in rs]} | "
-            f"{_mean_sd(r['val_ua'] for r in rs)} | {[r['selected_epoch'] for r in rs]} | "
+            f"{_mean_sd(r['val_ua'] for r in rs)} | {_mean_sd(r['val_ua_last'] for r in rs)} | "
+            f"{_mean_sd(r['val_ua_last10'] for r in rs)} | {[r['selected_epoch'] for r in rs]} | "
             f"{sum(r['wall_seconds'] or 0 for r in rs):.0f} |"
         )
+    if args.baseline:
+        lines += _paired_validation(records, args.baseline)
     text = "\n".join(lines) + "\n"
     print(text)
     from keras_dkd.io import atomic_write_json, atomic_write_text
@@ -185,6 +194,38 @@ def summarize(args) -> None:
                       {"study": "recipes_explore", "command": "python " + " ".join(sys.argv),
                        "records": records})
     atomic_write_text(out / "recipes_explore.md", text)
+
+
+def _late_val_ua(history) -> dict:
+    """The last epoch's validation UA and the mean over the last 10 epochs (student phase)."""
+    values = [r["val_ua"] for r in history if r.get("val_ua") is not None]
+    return {"val_ua_last": values[-1] if values else None,
+            "val_ua_last10": float(np.mean(values[-10:])) if values else None}
+
+
+def _paired_validation(records, baseline) -> list[str]:
+    """Each folder against ``baseline`` on the (variant, fold, seed) runs both have."""
+    from scipy import stats
+
+    base = {(r["variant"], r["fold"], r["seed"]): r for r in records if r["setting"] == baseline}
+    lines = ["", f"Paired against `{baseline}` on the same (variant, fold, seed), so the same "
+             "validation speakers (mean ± sd of the differences, points; t-test p):", "",
+             "| setting | pairs | selected epoch | last epoch | last 10 epochs |",
+             "| --- | --- | --- | --- | --- |"]
+    for setting in dict.fromkeys(r["setting"] for r in records):
+        pairs = [(r, base[(r["variant"], r["fold"], r["seed"])]) for r in records
+                 if r["setting"] == setting != baseline
+                 and (r["variant"], r["fold"], r["seed"]) in base]
+        if not pairs:
+            continue
+        cells = []
+        for key in ("val_ua", "val_ua_last", "val_ua_last10"):
+            d = np.array([a[key] - b[key] for a, b in pairs]) * 100
+            p = stats.ttest_1samp(d, 0).pvalue if len(d) > 1 and d.std() > 0 else float("nan")
+            cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1) if len(d) > 1 else 0:.1f} "
+                         f"(p = {p:.2f})")
+        lines.append(f"| {setting} | {len(pairs)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _plan(seeds, folds):
@@ -396,6 +437,8 @@ def main() -> None:
     m = sub.add_parser("summarize", help="validation-only table of the runs under --runs")
     m.add_argument("--runs", required=True)
     m.add_argument("--results", default=str(ROOT / "docs" / "results"))
+    m.add_argument("--baseline", default=None,
+                   help="folder to pair every other folder against (same variant, fold, seed)")
     args = parser.parse_args()
     {"explore": explore, "final": final, "summarize": summarize}[args.mode](args)
 

@@ -304,6 +304,12 @@ def training_options(func):
             "not bit-identical to an uninterrupted one.",
         ),
         click.option(
+            "--ema", type=click.FloatRange(min=0, max=1, max_open=True), metavar="FLOAT",
+            default=None,
+            help="Momentum of a moving average of the weights, which validation, selection and "
+            "the saved model use (0: none) [recipe's].",
+        ),
+        click.option(
             "--time-masks", type=click.IntRange(min=0), metavar="INT", default=None,
             help="SpecAugment: time masks per training segment (0: none) [recipe's].",
         ),

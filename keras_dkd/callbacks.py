@@ -1,6 +1,8 @@
 """The Keras callbacks of a training phase.
 
 - :class:`EpochSetter` tells :class:`keras_dkd.batches.EpochBatches` which epoch starts;
+- :class:`AveragedWeights` puts the optimiser's moving average of the weights in the model
+  between epochs (validation, checkpoints and selection see the average);
 - :class:`ValidationMetrics` adds utterance-level ``val_wa``, ``val_ua``, ``val_macro_f1``;
 - :class:`LearningRateLog` records the learning rate in effect;
 - :class:`PhaseCheckpoint` saves the whole training state every epoch (resume) and tracks the
@@ -22,6 +24,7 @@ from keras_dkd.io import atomic_path, atomic_write_json
 from keras_dkd.runs import read_json, to_builtin
 
 __all__ = [
+    "AveragedWeights",
     "EpochSetter",
     "LearningRateLog",
     "PatienceStop",
@@ -41,6 +44,48 @@ class EpochSetter(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.batches.epoch = int(epoch)
+
+
+class AveragedWeights(keras.callbacks.Callback):
+    """Swap the optimiser's moving average of the weights (``use_ema=True``) into the model at
+    each epoch's end, and the trained weights back in at the next epoch's start.
+
+    Between epochs the model then holds the average: the callbacks after this one (validation,
+    :class:`PhaseCheckpoint`) evaluate and save it, and the optimiser's average slots hold the
+    trained weights. A checkpoint is therefore always saved swapped, so a phase resumed from one
+    passes ``resumed=True`` and its first epoch swaps back before training: the resumed run
+    follows the same trajectory as an uninterrupted one.
+
+    This is :class:`keras.callbacks.SwapEMAWeights` (``swap_on_epoch=True``) with a state that
+    survives a resume; like it, it swaps in place. After ``fit`` the model's weights are not
+    defined (Keras' ``finalize_variable_values`` may copy either set in): load a checkpoint.
+
+    Args:
+        resumed: True when the model was restored from a checkpoint saved by this callback.
+    """
+
+    def __init__(self, resumed=False):
+        super().__init__()
+        self.average_in_model = bool(resumed)
+
+    def _swap(self):
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        if not getattr(optimizer, "use_ema", False):
+            raise ValueError("AveragedWeights needs an optimizer built with use_ema=True")
+        for variable, average in zip(optimizer._trainable_variables,
+                                     optimizer._model_variables_moving_average, strict=True):
+            trained = keras.ops.convert_to_numpy(variable)
+            variable.assign(average)
+            average.assign(trained)
+        self.average_in_model = not self.average_in_model
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.average_in_model:
+            self._swap()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.average_in_model:
+            self._swap()
 
 
 class ScalarLogger(keras.callbacks.Callback):

@@ -273,6 +273,9 @@ class Recipe(_Options):
         dropout: dropout rate before the classifier (0: none, as in the paper). Keras keeps
             dropout's random state outside the checkpoint, so a run with dropout that is
             interrupted and resumed is not bit-identical to an uninterrupted one.
+        ema: momentum of an exponential moving average of the weights, updated every step
+            (Keras' ``use_ema``; 0: none). Validation, selection and the saved model then use
+            the average, not the trained weights.
         head_init: ``fused`` (Glorot over the fused Q/K/V kernel of the head-fusion layer) or
             ``per_head`` (Glorot over each head's 1x1 convolution, as separate layers get).
         select: ``best`` (each phase keeps its epoch with the best validation UA) or ``last``.
@@ -307,6 +310,7 @@ class Recipe(_Options):
     freq_masks: int = 0
     freq_width: int = 0
     dropout: float = 0.0
+    ema: float = 0.0
     head_init: str = "fused"
     select: str = "best"
     precision: str = "float32"
@@ -325,7 +329,8 @@ class Recipe(_Options):
                                     ("weight_decay", 0, False), ("lr_decay", 0, False),
                                     ("step_factor", 0, True)):
             self._set(name, _number(name, getattr(self, name), low=low, low_open=low_open))
-        self._set("dropout", _number("dropout", self.dropout, low=0, high=1, high_open=True))
+        for name in ("dropout", "ema"):
+            self._set(name, _number(name, getattr(self, name), low=0, high=1, high_open=True))
         for name, low in (("warmup_epochs", 0), ("epochs", 1), ("batch_size", 1),
                           ("step_epochs", 1), ("lr_warmup_epochs", 0), ("patience", 0),
                           ("time_masks", 0), ("time_width", 0), ("freq_masks", 0),

@@ -12,6 +12,7 @@ import keras
 
 from keras_dkd.batches import EpochBatches
 from keras_dkd.callbacks import (
+    AveragedWeights,
     EpochSetter,
     LearningRateLog,
     PatienceStop,
@@ -37,7 +38,8 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int):
         period=recipe.step_epochs, factor=recipe.step_factor,
     )
     kind = keras.optimizers.AdamW if recipe.optimizer == "adamw" else keras.optimizers.Adam
-    return kind(learning_rate=schedule, weight_decay=recipe.weight_decay or None)
+    average = {"use_ema": True, "ema_momentum": recipe.ema} if recipe.ema else {}
+    return kind(learning_rate=schedule, weight_decay=recipe.weight_decay or None, **average)
 
 
 class Phase:
@@ -89,6 +91,8 @@ class Phase:
         selected = checkpoint.epochs_completed
         if recipe.select == "best" and checkpoint.best_epoch is not None:
             selected = checkpoint.load_best(trainer)
+        elif recipe.ema:
+            checkpoint.restore(trainer)  # the last epoch's state, which holds the average
         row = next((r for r in checkpoint.history if int(r["epoch"]) == selected), {})
         save_model(model, run.model(self.name))
         checkpoint.mark_complete({"selected_epoch": selected, "selected_val_ua": row.get("val_ua")})
@@ -166,6 +170,7 @@ class Phase:
             return
         callbacks = [
             EpochSetter(batches),
+            *([AveragedWeights(resumed=initial_epoch > 0)] if recipe.ema else []),
             ValidationMetrics(model, self.bundle.val, self.bundle.class_names),
             LearningRateLog(),
             self.checkpoint,

@@ -50,6 +50,7 @@ _PAPER = {
     "freq_masks": 0,
     "freq_width": 0,
     "dropout": 0.0,
+    "ema": 0.0,
     "head_init": "fused",
 }
 

@@ -219,8 +219,7 @@ class _Training:
             "protocol": protocol,
             "data": description,
             "recipe": {
-                "optimizer": f"Adam, learning rate {recipe.learning_rate:g} / "
-                f"(1 + {recipe.lr_decay:g} * step)",
+                "optimizer": _optimizer_text(recipe),
                 "model_selection": "epoch with the best validation UA (utterance level)"
                 if recipe.select == "best" else "last epoch",
                 "teacher": "cnn_mha trained with cross-entropy" if recipe.distills else None,
@@ -278,6 +277,25 @@ class _Training:
             self.progress.emit(event="evaluated", phase=name, metrics=result)
         self.run_dir.write_metrics(metrics)
         return metrics
+
+
+def _optimizer_text(recipe) -> str:
+    """The recipe's optimiser and learning-rate schedule in words (``config.json``)."""
+    rate = f"{recipe.learning_rate:g}"
+    schedule = {
+        "constant": f"learning rate {rate}",
+        "inverse_time": f"learning rate {rate} / (1 + {recipe.lr_decay:g} * step)",
+        "step": f"learning rate {rate} x {recipe.step_factor:g} every {recipe.step_epochs} epochs",
+        "cosine": f"learning rate {rate}, cosine to 0 over {recipe.epochs} epochs",
+    }[recipe.schedule]
+    text = f"{'AdamW' if recipe.optimizer == 'adamw' else 'Adam'}, {schedule}"
+    if recipe.lr_warmup_epochs:
+        text += f" after {recipe.lr_warmup_epochs} epochs of linear warm-up"
+    if recipe.weight_decay:
+        text += f", weight decay {recipe.weight_decay:g}"
+    if recipe.ema:
+        text += f"; weights averaged (EMA, momentum {recipe.ema:g})"
+    return text
 
 
 def _protocol_text(description: dict, options: RunOptions) -> str:

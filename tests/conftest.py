@@ -7,9 +7,11 @@ only in the TensorFlow pass; everything under ``datasets/`` is treated the same 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,3 +68,30 @@ def emodb_data(emodb_dir, tmp_path_factory):
     corpora.prepare("emodb", "four_class", data_dir=root / "tfds", manual_dir=emodb_dir)
     return ["--data-dir", str(root / "tfds"), "--cache-dir", str(root / "cache"),
             "--manual-dir", str(emodb_dir)]
+
+
+def _assert_same_run(run: Path, reference: Path, phases=("teacher", "student")):
+    """Same options, same metrics, same history, bit-identical weights."""
+    from keras_dkd.io import load_model
+    from keras_dkd.options import RunOptions
+
+    configs = [json.loads((r / "config.json").read_text()) for r in (run, reference)]
+    options = [RunOptions.from_dict(c["options"]) for c in configs]
+    assert options[0] == options[1]
+    assert json.loads((run / "metrics.json").read_text()) == json.loads(
+        (reference / "metrics.json").read_text()
+    )
+    assert (run / "history.csv").read_text() == (reference / "history.csv").read_text()
+    for phase in phases:
+        a = load_model(run / f"{phase}.keras").get_weights()
+        b = load_model(reference / f"{phase}.keras").get_weights()
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture
+def same_run():
+    """``same_run(run, reference, phases=("teacher", "student"))``: assert that two run
+    directories hold the same options, metrics, history and bit-identical weights."""
+    return _assert_same_run

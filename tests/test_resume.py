@@ -55,26 +55,6 @@ def reference_run(emodb_data, tmp_path_factory):
     return out
 
 
-def assert_same_run(run: Path, reference: Path, phases=("teacher", "student")):
-    """Same options, same metrics, same history, bit-identical weights."""
-    from keras_dkd.io import load_model
-    from keras_dkd.options import RunOptions
-
-    configs = [json.loads((r / "config.json").read_text()) for r in (run, reference)]
-    options = [RunOptions.from_dict(c["options"]) for c in configs]
-    assert options[0] == options[1]
-    assert json.loads((run / "metrics.json").read_text()) == json.loads(
-        (reference / "metrics.json").read_text()
-    )
-    assert (run / "history.csv").read_text() == (reference / "history.csv").read_text()
-    for phase in phases:
-        a = load_model(run / f"{phase}.keras").get_weights()
-        b = load_model(reference / f"{phase}.keras").get_weights()
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            np.testing.assert_array_equal(x, y)
-
-
 def _epochs_in_history(run: Path):
     import csv
 
@@ -98,7 +78,8 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_data, tmp_path):
+def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_data, tmp_path,
+                                                         same_run):
     from keras_dkd.options import RunOptions
     from keras_dkd.training import Progress, train
 
@@ -142,7 +123,7 @@ def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_da
         ("student", 1),
         ("student", 2),
     ]
-    assert_same_run(out, reference_run)
+    same_run(out, reference_run)
 
 
 def _command(out, emodb_data):
@@ -192,15 +173,15 @@ def _kill_in_second_teacher_epoch_and_rerun(command, out: Path):
 
 
 @pytest.mark.once
-def test_killed_process_resumes_to_the_same_result(reference_run, emodb_data, tmp_path):
+def test_killed_process_resumes_to_the_same_result(reference_run, emodb_data, tmp_path, same_run):
     """kill -9 during the teacher's second epoch, then the same command again."""
     out = tmp_path / "run"
     _kill_in_second_teacher_epoch_and_rerun(_command(out, emodb_data), out)
-    assert_same_run(out, reference_run)
+    same_run(out, reference_run)
 
 
 @pytest.mark.once
-def test_killed_augmented_process_resumes_to_the_same_result(emodb_data, tmp_path):
+def test_killed_augmented_process_resumes_to_the_same_result(emodb_data, tmp_path, same_run):
     """The same with SpecAugment masks, which a resumed process must draw as the killed one
     would have (they are seeded per seed, epoch and batch, not by process state)."""
     augment = ["--time-masks", "2", "--time-width", "20", "--freq-masks", "2",
@@ -212,10 +193,10 @@ def test_killed_augmented_process_resumes_to_the_same_result(emodb_data, tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
     _kill_in_second_teacher_epoch_and_rerun(_command(out, emodb_data) + augment, out)
     assert json.loads((out / "config.json").read_text())["options"]["time_masks"] == 2
-    assert_same_run(out, reference)
+    same_run(out, reference)
 
 
-def test_an_augmented_run_interrupted_and_resumed_ends_identical(tmp_path):
+def test_an_augmented_run_interrupted_and_resumed_ends_identical(tmp_path, same_run):
     """SpecAugment masks are drawn per (seed, epoch, batch): a run with them, interrupted in
     its second epoch and resumed, ends with the weights of an uninterrupted one."""
     from keras_dkd import data
@@ -244,4 +225,4 @@ def test_an_augmented_run_interrupted_and_resumed_ends_identical(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(options, tmp_path / "run", bundle=bundle, progress=Progress(callbacks=[Interrupt()]))
     assert train(options, tmp_path / "run", bundle=bundle)["status"] == "resumed"
-    assert_same_run(tmp_path / "run", tmp_path / "reference", phases=("student",))
+    same_run(tmp_path / "run", tmp_path / "reference", phases=("student",))
