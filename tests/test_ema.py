@@ -77,6 +77,7 @@ def _history(run):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.once  # the resumed-run test below trains with averaged weights on every backend
 def test_averaging_changes_what_is_kept_not_how_it_trains(tmp_path):
     """Same seed with and without ``ema``: the same training losses epoch by epoch (the average
     is only read), while the saved model holds other (averaged) weights."""
