@@ -20,6 +20,9 @@ Three modes:
   training. The records are the study's checkpoint: a rerun trains only what they lack (the
   default variants seed by seed first, then ``paper`` and ``headfusion`` fold by fold), so the
   study can be spread over sessions and machines; ``--max-trainings`` bounds one sitting.
+  ``--candidates SETTING ...`` adds settings chosen on validation speakers in ``explore`` (e.g.
+  ``default:ema=0.98``): ``cnn_mha`` on every fold and seed, after the report's own trainings,
+  compared paired with ``default``.
 
 Example (the command behind docs/results/recipes.md)::
 
@@ -228,10 +231,12 @@ def _paired_validation(records, baseline) -> list[str]:
     return lines
 
 
-def _plan(seeds, folds):
+def _plan(seeds, folds, candidates=()):
     """The trainings of the report, most informative first: the two ``default`` variants fold
     by fold for the first seed (the paired comparison the target is about), then the other
-    seeds, then ``paper`` and ``headfusion`` fold by fold (first seed only)."""
+    seeds, then ``paper`` and ``headfusion`` fold by fold (first seed only), then each candidate
+    setting (chosen on validation speakers, e.g. ``default:ema=0.98``) for ``cnn_mha``, seed by
+    seed and fold by fold. Each entry is ``(setting, variant, fold, seed)``."""
     plan = []
     for seed in seeds:
         for fold in folds:
@@ -239,7 +244,15 @@ def _plan(seeds, folds):
     others = [(recipe, variant) for recipe, variant in FINAL if recipe != "default"]
     for fold in folds:  # fold by fold, so that a partial study compares them on the same folds
         plan += [(recipe, variant, fold, seeds[0]) for recipe, variant in others]
+    for setting in candidates:
+        plan += [(setting, "cnn_mha", fold, seed) for seed in seeds for fold in folds]
     return plan
+
+
+def _setting(record) -> str:
+    """A record's setting: its recipe's name, with a candidate's changes (older records may lack
+    the field)."""
+    return record.get("setting", record["recipe"])
 
 
 def _machine() -> str:
@@ -271,8 +284,8 @@ def final(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "recipes.json"
     records = json.loads(path.read_text())["records"] if path.is_file() else []
-    plan = _plan(args.seeds, args.folds)
-    done = {(r["recipe"], r["variant"], r["fold"], r["seed"]) for r in records}
+    plan = _plan(args.seeds, args.folds, args.candidates)
+    done = {(_setting(r), r["variant"], r["fold"], r["seed"]) for r in records}
     todo = [key for key in plan if key not in done]
     print(f"{len(plan) - len(todo)} of {len(plan)} trainings recorded in {path}; "
           f"{len(todo)} to go", flush=True)
@@ -290,7 +303,8 @@ def final(args) -> None:
             "protocol": "leave-one-speaker-out, all 10 folds; validation speakers carved from "
                         "the training speakers choose the epoch; the test speaker is scored once",
             "command": "python benchmarks/recipes.py final --runs RUNS --seeds "
-                       + " ".join(map(str, args.seeds)) + " --manual-dir ../shared/data/emodb",
+                       + " ".join(map(str, args.seeds)) + " --manual-dir ../shared/data/emodb"
+                       + "".join(f" --candidates {c}" for c in args.candidates),
             "planned": len(plan),
             "wall_seconds": float(sum(r["wall_seconds"] for r in records)),
             "records": records,
@@ -313,7 +327,7 @@ def _write_report(out: Path, study: dict) -> None:
 
 def _markdown(study) -> str:
     records = study["records"]
-    settings = list(dict.fromkeys((r["recipe"], r["variant"]) for r in records))
+    settings = list(dict.fromkeys((_setting(r), r["variant"]) for r in records))
     folds = sorted({r["fold"] for r in records})
     groups = {r["fold"]: r["group"] for r in records}
     lines = [
@@ -334,7 +348,7 @@ def _markdown(study) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for recipe, variant in settings:
-        rs = [r for r in records if (r["recipe"], r["variant"]) == (recipe, variant)]
+        rs = [r for r in records if (_setting(r), r["variant"]) == (recipe, variant)]
         seeds = sorted({r["seed"] for r in rs})
         lines.append(
             f"| {recipe} | {variant} | {len(seeds)} | {_mean_sd(r['wa'] for r in rs)} | "
@@ -349,7 +363,7 @@ def _markdown(study) -> str:
         cells = []
         for f in folds:
             ua = [r["ua"] for r in records
-                  if (r["recipe"], r["variant"], r["fold"]) == (recipe, variant, f)]
+                  if (_setting(r), r["variant"], r["fold"]) == (recipe, variant, f)]
             cells.append(f"{np.mean(ua) * 100:.1f}" if ua else "—")
         lines.append(f"| {recipe} | {variant} | " + " | ".join(cells) + " |")
     comparisons = [(("default", "cnn_mha"), ("default", "cnn"))]
@@ -367,7 +381,7 @@ def _markdown(study) -> str:
 
 def _paired(records, a, b) -> str:
     """A paired comparison of two settings over the (fold, seed) pairs both have."""
-    key = {(r["recipe"], r["variant"], r["fold"], r["seed"]): r["ua"] for r in records}
+    key = {(_setting(r), r["variant"], r["fold"], r["seed"]): r["ua"] for r in records}
     runs = sorted({(f, s) for (_, _, f, s) in key})
     pairs = [(key[(*a, f, s)], key[(*b, f, s)]) for f, s in runs
              if (*a, f, s) in key and (*b, f, s) in key]
@@ -393,14 +407,15 @@ def _plot(study, path) -> None:
     import matplotlib.pyplot as plt
 
     records = study["records"]
-    settings = list(dict.fromkeys((r["recipe"], r["variant"]) for r in records))
+    settings = list(dict.fromkeys((_setting(r), r["variant"]) for r in records))
     folds = sorted({r["fold"] for r in records})
     fig, ax = plt.subplots(figsize=(10, 4))
     try:
         width = 0.8 / len(settings)
         for i, setting in enumerate(settings):
             means = [np.mean([r["ua"] for r in records
-                              if (r["recipe"], r["variant"]) == setting and r["fold"] == f] or [0])
+                              if (_setting(r), r["variant"]) == setting and r["fold"] == f]
+                             or [0])
                      * 100 for f in folds]
             ax.bar(np.arange(len(folds)) + i * width, means, width, label=" ".join(setting))
         ax.set_xticks(np.arange(len(folds)) + 0.4 - width / 2,
@@ -432,6 +447,9 @@ def main() -> None:
     e.add_argument("--settings", nargs="+", required=True)
     e.add_argument("--variants", nargs="+", default=["cnn_mha"])
     f.add_argument("--results", default=str(ROOT / "docs" / "results"))
+    f.add_argument("--candidates", nargs="*", default=[],
+                   help="settings chosen on validation speakers (e.g. default:ema=0.98) to "
+                        "train for cnn_mha on every fold and seed after the report's own")
     f.add_argument("--max-trainings", type=int, default=None,
                    help="stop after this many new trainings (rerun to continue)")
     m = sub.add_parser("summarize", help="validation-only table of the runs under --runs")

@@ -37,7 +37,8 @@ def _table_rows(markdown: str) -> list[str]:
 def test_recipes_report_is_rendered_from_its_records():
     study = json.loads((RESULTS / "recipes.json").read_text())
     assert (RESULTS / "recipes.md").read_text() == _recipes_script()._markdown(study)
-    keys = [(r["recipe"], r["variant"], r["fold"], r["seed"]) for r in study["records"]]
+    keys = [(r.get("setting", r["recipe"]), r["variant"], r["fold"], r["seed"])
+            for r in study["records"]]
     assert len(keys) == len(set(keys)), "a (recipe, variant, fold, seed) is recorded twice"
 
 
