@@ -396,8 +396,13 @@ def _paired(records, a, b) -> str:
 
     t = stats.ttest_rel([x for x, _ in pairs], [y for _, y in pairs])
     w = stats.wilcoxon(diff) if np.any(diff) else None
-    return (text + f"; paired t-test p = {t.pvalue:.3f}"
-            + (f", Wilcoxon p = {w.pvalue:.3f}" if w else "") + ".")
+    return (text + f"; paired t-test p {_p(t.pvalue)}"
+            + (f", Wilcoxon p {_p(w.pvalue)}" if w else "") + ".")
+
+
+def _p(value) -> str:
+    """A p-value as ``= 0.034``, or ``< 0.001``."""
+    return "< 0.001" if value < 0.001 else f"= {value:.3f}"
 
 
 def _plot(study, path) -> None:
