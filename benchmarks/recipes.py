@@ -231,12 +231,13 @@ def _paired_validation(records, baseline) -> list[str]:
     return lines
 
 
-def _plan(seeds, folds, candidates=()):
+def _plan(seeds, folds, candidates=(), candidate_seeds=None):
     """The trainings of the report, most informative first: the two ``default`` variants fold
     by fold for the first seed (the paired comparison the target is about), then the other
     seeds, then ``paper`` and ``headfusion`` fold by fold (first seed only), then each candidate
     setting (chosen on validation speakers, e.g. ``default:ema=0.98``) for ``cnn_mha``, seed by
-    seed and fold by fold. Each entry is ``(setting, variant, fold, seed)``."""
+    seed (``candidate_seeds``, default ``seeds``) and fold by fold. Each entry is
+    ``(setting, variant, fold, seed)``."""
     plan = []
     for seed in seeds:
         for fold in folds:
@@ -245,7 +246,8 @@ def _plan(seeds, folds, candidates=()):
     for fold in folds:  # fold by fold, so that a partial study compares them on the same folds
         plan += [(recipe, variant, fold, seeds[0]) for recipe, variant in others]
     for setting in candidates:
-        plan += [(setting, "cnn_mha", fold, seed) for seed in seeds for fold in folds]
+        plan += [(setting, "cnn_mha", fold, seed) for seed in candidate_seeds or seeds
+                 for fold in folds]
     return plan
 
 
@@ -284,7 +286,7 @@ def final(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "recipes.json"
     records = json.loads(path.read_text())["records"] if path.is_file() else []
-    plan = _plan(args.seeds, args.folds, args.candidates)
+    plan = _plan(args.seeds, args.folds, args.candidates, args.candidate_seeds)
     done = {(_setting(r), r["variant"], r["fold"], r["seed"]) for r in records}
     todo = [key for key in plan if key not in done]
     print(f"{len(plan) - len(todo)} of {len(plan)} trainings recorded in {path}; "
@@ -304,7 +306,9 @@ def final(args) -> None:
                         "the training speakers choose the epoch; the test speaker is scored once",
             "command": "python benchmarks/recipes.py final --runs RUNS --seeds "
                        + " ".join(map(str, args.seeds)) + " --manual-dir ../shared/data/emodb"
-                       + "".join(f" --candidates {c}" for c in args.candidates),
+                       + "".join(f" --candidates {c}" for c in args.candidates)
+                       + (" --candidate-seeds " + " ".join(map(str, args.candidate_seeds))
+                          if args.candidates and args.candidate_seeds else ""),
             "planned": len(plan),
             "wall_seconds": float(sum(r["wall_seconds"] for r in records)),
             "records": records,
@@ -455,6 +459,8 @@ def main() -> None:
     f.add_argument("--candidates", nargs="*", default=[],
                    help="settings chosen on validation speakers (e.g. default:ema=0.98) to "
                         "train for cnn_mha on every fold and seed after the report's own")
+    f.add_argument("--candidate-seeds", type=int, nargs="+", default=None,
+                   help="the seeds of the candidates (default: --seeds)")
     f.add_argument("--max-trainings", type=int, default=None,
                    help="stop after this many new trainings (rerun to continue)")
     m = sub.add_parser("summarize", help="validation-only table of the runs under --runs")
