@@ -169,7 +169,7 @@ def summarize(args) -> None:
         "curves), the last epoch's and the mean of the last 10 epochs' validation UA.",
         "",
         "| setting (folder) | how it differs from `default` (its value -> default's) | variant "
-        "| folds | validation UA (%) | last epoch | last 10 epochs | selected epochs | wall (s) |",
+        "| runs | validation UA (%) | last epoch | last 10 epochs | selected epochs | wall (s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for setting, variant in dict.fromkeys((r["setting"], r["variant"]) for r in records):
@@ -179,10 +179,17 @@ def summarize(args) -> None:
         default = RunOptions.from_flat(recipe="default", **{k: first[k] for k in same})
         diff = "; ".join(d.replace("'", "")  # (options newer than a run take their default)
                          for d in default.differences(RunOptions.from_dict(first))) or "—"
+        groups = list(dict.fromkeys(r["group"] for r in rs))
+        seeds = sorted({r["seed"] for r in rs})
+        runs = (str(groups) if len(rs) <= 4
+                else f"{len(groups)} folds × seed{'s' * (len(seeds) > 1)} "
+                     f"{', '.join(map(str, seeds))}")
+        epochs = [r["selected_epoch"] for r in rs]
         lines.append(
-            f"| {setting} | {diff} | {variant} | {[r['group'] for r in rs]} | "
+            f"| {setting} | {diff} | {variant} | {runs} | "
             f"{_mean_sd(r['val_ua'] for r in rs)} | {_mean_sd(r['val_ua_last'] for r in rs)} | "
-            f"{_mean_sd(r['val_ua_last10'] for r in rs)} | {[r['selected_epoch'] for r in rs]} | "
+            f"{_mean_sd(r['val_ua_last10'] for r in rs)} | "
+            f"{epochs if len(rs) <= 4 else f'{np.mean(epochs):.1f} (mean)'} | "
             f"{sum(r['wall_seconds'] or 0 for r in rs):.0f} |"
         )
     if args.baseline:
@@ -224,9 +231,9 @@ def _paired_validation(records, baseline) -> list[str]:
         cells = []
         for key in ("val_ua", "val_ua_last", "val_ua_last10"):
             d = np.array([a[key] - b[key] for a, b in pairs]) * 100
-            p = stats.ttest_1samp(d, 0).pvalue if len(d) > 1 and d.std() > 0 else float("nan")
-            cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1) if len(d) > 1 else 0:.1f} "
-                         f"(p = {p:.2f})")
+            p = (f"p {_p(stats.ttest_1samp(d, 0).pvalue)}" if len(d) > 2 and d.std() > 0
+                 else "no test")
+            cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1) if len(d) > 1 else 0:.1f} ({p})")
         lines.append(f"| {setting} | {len(pairs)} | " + " | ".join(cells) + " |")
     return lines
 
