@@ -95,3 +95,17 @@ def same_run():
     """``same_run(run, reference, phases=("teacher", "student"))``: assert that two run
     directories hold the same options, metrics, history and bit-identical weights."""
     return _assert_same_run
+
+
+@pytest.fixture
+def toy_utterances():
+    """18 utterances of noise (1.9-3.1 s at 16 kHz): 3 groups (LOSO folds) of 2 speakers, all
+    four classes in each, for runs that only need something to train on."""
+    from keras_dkd import data
+
+    rng = np.random.default_rng(0)
+    return [
+        data.Utterance(f"g{g}_{i}", i % 4, (rng.normal(size=30000 + 4000 * i) * 900).astype(
+            np.int16), speaker=f"g{g}{i % 2}", group=f"g{g}")
+        for g in range(3) for i in range(6)
+    ]

@@ -54,16 +54,10 @@ def test_the_callback_refuses_an_optimizer_without_an_average():
                   callbacks=[AveragedWeights()])
 
 
-def _toy(tmp_path, **changes):
+def _toy(tmp_path, records, **changes):
     from keras_dkd import data
     from keras_dkd.options import RunOptions
 
-    rng = np.random.default_rng(0)
-    records = [
-        data.Utterance(f"g{g}_{i}", i % 4, (rng.normal(size=30000 + 4000 * i) * 900).astype(
-            np.int16), speaker=f"g{g}{i % 2}", group=f"g{g}")
-        for g in range(3) for i in range(6)
-    ]
     options = RunOptions.from_flat(
         dataset="toy", protocol="loso", fold=0, epochs=2, batch_size=4,
         cache_dir=str(tmp_path / "cache"), **changes,
@@ -78,15 +72,16 @@ def _history(run):
 
 
 @pytest.mark.once  # the resumed-run test below trains with averaged weights on every backend
-def test_averaging_changes_what_is_kept_not_how_it_trains(tmp_path):
+def test_averaging_changes_what_is_kept_not_how_it_trains(tmp_path, toy_utterances):
     """Same seed with and without ``ema``: the same training losses epoch by epoch (the average
     is only read), while the saved model holds other (averaged) weights."""
     from keras_dkd.io import load_model
     from keras_dkd.training import train
 
-    options, bundle = _toy(tmp_path, variant="ce", select="last")
+    options, bundle = _toy(tmp_path, toy_utterances, variant="ce", select="last")
     plain = train(options, tmp_path / "plain", bundle=bundle)
-    averaged_options, _ = _toy(tmp_path, variant="ce", select="last", ema=0.9)
+    averaged_options, _ = _toy(tmp_path, toy_utterances, variant="ce", select="last",
+                               ema=0.9)
     averaged = train(averaged_options, tmp_path / "ema", bundle=bundle)
     assert plain["status"] == averaged["status"] == "trained"
     rows = [_history(tmp_path / name) for name in ("plain", "ema")]
@@ -98,12 +93,13 @@ def test_averaging_changes_what_is_kept_not_how_it_trains(tmp_path):
     assert '"ema": 0.9' in config and "EMA, momentum 0.9" in config
 
 
-def test_an_averaged_run_interrupted_and_resumed_ends_identical(tmp_path, same_run):
+def test_an_averaged_run_interrupted_and_resumed_ends_identical(tmp_path, same_run,
+                                                               toy_utterances):
     """Checkpoints hold the average in the model and the trained weights in the optimiser: a
     run interrupted in the student's second epoch resumes to the uninterrupted result."""
     from keras_dkd.training import Progress, train
 
-    options, bundle = _toy(tmp_path, variant="dkd", ema=0.9)
+    options, bundle = _toy(tmp_path, toy_utterances, variant="dkd", ema=0.9)
 
     class Interrupt(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -196,24 +195,20 @@ def test_killed_augmented_process_resumes_to_the_same_result(emodb_data, tmp_pat
     same_run(out, reference)
 
 
-def test_an_augmented_run_interrupted_and_resumed_ends_identical(tmp_path, same_run):
+def test_an_augmented_run_interrupted_and_resumed_ends_identical(tmp_path, same_run,
+                                                                  toy_utterances):
     """SpecAugment masks are drawn per (seed, epoch, batch): a run with them, interrupted in
     its second epoch and resumed, ends with the weights of an uninterrupted one."""
     from keras_dkd import data
     from keras_dkd.options import RunOptions
     from keras_dkd.training import Progress, train
 
-    rng = np.random.default_rng(0)
-    records = [
-        data.Utterance(f"g{g}_{i}", i % 4, (rng.normal(size=30000 + 4000 * i) * 900).astype(
-            np.int16), speaker=f"g{g}{i % 2}", group=f"g{g}")
-        for g in range(3) for i in range(6)
-    ]
     options = RunOptions.from_flat(
         dataset="toy", protocol="loso", fold=0, variant="ce", epochs=2, batch_size=4,
         time_masks=2, time_width=20, freq_masks=2, freq_width=6, cache_dir=str(tmp_path / "c"),
     )
-    bundle = data.prepare_utterances(records, ["neutral", "happy", "angry", "sad"], options.data)
+    bundle = data.prepare_utterances(toy_utterances, ["neutral", "happy", "angry", "sad"],
+                                     options.data)
 
     class Interrupt(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
