@@ -310,6 +310,10 @@ def training_options(func):
             "the saved model use (0: none) [recipe's].",
         ),
         click.option(
+            "--balance-classes/--no-balance-classes", default=None,
+            help="Draw each epoch's training segments in equal shares per class [recipe's].",
+        ),
+        click.option(
             "--time-masks", type=click.IntRange(min=0), metavar="INT", default=None,
             help="SpecAugment: time masks per training segment (0: none) [recipe's].",
         ),

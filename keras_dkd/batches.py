@@ -26,6 +26,15 @@ class EpochBatches(keras.utils.PyDataset):
     ``shuffle(reshuffle_each_iteration=True)`` would instead restart its sequence of orders in
     the new process).
 
+    With ``balance_classes=True`` an epoch is still ``len(features)`` segments long, but they
+    are drawn class by class, an equal share of each class (the remainder going to classes
+    picked at random): a class with fewer segments than its share repeats them (a fresh
+    permutation each time round), one with more sees a different subset every epoch. That is
+    sklearn's ``class_weight="balanced"`` as sampling instead of loss weights, so it works the
+    same for cross-entropy and for a :class:`keras_dkd.distiller.Distiller` (whose losses take
+    no weights) and leaves each step's loss an unweighted mean. The draw depends only on
+    ``(seed, epoch)`` too.
+
     Every batch has ``batch_size`` segments: the last batch of an epoch is filled up with the
     first segments of the epoch's order (so a few segments are seen twice in that epoch, a
     different few each epoch). One batch shape means one compiled train step on XLA backends
@@ -49,6 +58,8 @@ class EpochBatches(keras.utils.PyDataset):
             ``({"features": x, "teacher_logits": t}, y)``, what a
             :class:`keras_dkd.distiller.Distiller` takes to skip the teacher's forward pass.
             Refused with an active ``augment`` (the teacher must see the student's inputs).
+        balance_classes: draw each epoch's segments in equal shares per class (see above)
+            instead of a permutation of all of them.
 
     Example:
         >>> batches = EpochBatches(x, y, batch_size=32, seed=[0, 1])       # doctest: +SKIP
@@ -57,7 +68,7 @@ class EpochBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, features, labels, batch_size, seed, augment=None,  # noqa: PLR0913
-                 teacher_logits=None):
+                 teacher_logits=None, balance_classes=False):
         super().__init__()
         if len(features) != len(labels):
             raise UserError("features and labels differ in length")
@@ -82,6 +93,7 @@ class EpochBatches(keras.utils.PyDataset):
             self.teacher_logits = np.asarray(teacher_logits, np.float32)
             if len(self.teacher_logits) != len(self.features):
                 raise UserError("teacher logits and features differ in length")
+        self.balance_classes = bool(balance_classes)
         self.epoch = 0
         self._order_epoch = None
         self._order = None
@@ -90,10 +102,14 @@ class EpochBatches(keras.utils.PyDataset):
         return -(-len(self.features) // self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
-        """The permutation of the segments used in ``epoch``."""
+        """The segments used in ``epoch``, in order: a permutation of all of them, or with
+        ``balance_classes`` an equal share of each class, shuffled."""
         if self._order_epoch != epoch:
             rng = np.random.default_rng([*self.seed, int(epoch)])
-            self._order = rng.permutation(len(self.features))
+            if self.balance_classes:
+                self._order = _balanced_order(self.labels, rng)
+            else:
+                self._order = rng.permutation(len(self.features))
             self._order_epoch = epoch
         return self._order
 
@@ -115,3 +131,16 @@ class EpochBatches(keras.utils.PyDataset):
     def augment_rng(self, epoch: int, index: int) -> np.random.Generator:
         """The generator of the masks of batch ``index`` in ``epoch``."""
         return np.random.default_rng([*self.seed, int(epoch), int(index), _AUGMENT_TAG])
+
+
+def _balanced_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``len(labels)`` positions, an equal share per class present, shuffled."""
+    classes = np.unique(labels)
+    shares = np.full(len(classes), len(labels) // len(classes))
+    shares[rng.choice(len(classes), len(labels) % len(classes), replace=False)] += 1
+    drawn = []
+    for c, share in zip(classes, shares, strict=True):
+        members = np.flatnonzero(labels == c)
+        rounds = -(-share // len(members))
+        drawn.append(np.concatenate([rng.permutation(members) for _ in range(rounds)])[:share])
+    return rng.permutation(np.concatenate(drawn))

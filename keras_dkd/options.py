@@ -276,6 +276,8 @@ class Recipe(_Options):
         ema: momentum of an exponential moving average of the weights, updated every step
             (Keras' ``use_ema``; 0: none). Validation, selection and the saved model then use
             the average, not the trained weights.
+        balance_classes: draw each epoch's training segments in equal shares per class
+            (:class:`keras_dkd.batches.EpochBatches`) instead of in the corpus' proportions.
         head_init: ``fused`` (Glorot over the fused Q/K/V kernel of the head-fusion layer) or
             ``per_head`` (Glorot over each head's 1x1 convolution, as separate layers get).
         select: ``best`` (each phase keeps its epoch with the best validation UA) or ``last``.
@@ -311,6 +313,7 @@ class Recipe(_Options):
     freq_width: int = 0
     dropout: float = 0.0
     ema: float = 0.0
+    balance_classes: bool = False
     head_init: str = "fused"
     select: str = "best"
     precision: str = "float32"
@@ -331,6 +334,8 @@ class Recipe(_Options):
             self._set(name, _number(name, getattr(self, name), low=low, low_open=low_open))
         for name in ("dropout", "ema"):
             self._set(name, _number(name, getattr(self, name), low=0, high=1, high_open=True))
+        _check(isinstance(self.balance_classes, bool),
+               f"balance_classes must be true or false, got {self.balance_classes!r}")
         for name, low in (("warmup_epochs", 0), ("epochs", 1), ("batch_size", 1),
                           ("step_epochs", 1), ("lr_warmup_epochs", 0), ("patience", 0),
                           ("time_masks", 0), ("time_width", 0), ("freq_masks", 0),

@@ -123,7 +123,7 @@ class Phase:
             cached = teacher_logits_of(teacher, features)
         return EpochBatches(features, labels, recipe.batch_size,
                             seed=[self.options.seed, PHASE_SEEDS[self.name]], augment=augment,
-                            teacher_logits=cached)
+                            teacher_logits=cached, balance_classes=recipe.balance_classes)
 
     def _build(self, variant, mode, teacher, steps_per_epoch):
         """The phase's model and what trains it (the model itself, or a Distiller), compiled."""

@@ -52,6 +52,7 @@ _PAPER = {
     "freq_width": 0,
     "dropout": 0.0,
     "ema": 0.0,
+    "balance_classes": False,
     "head_init": "fused",
 }
 
