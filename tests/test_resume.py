@@ -181,31 +181,35 @@ def test_killed_process_resumes_to_the_same_result(reference_run, emodb_data, tm
 
 @pytest.mark.once
 def test_killed_augmented_process_resumes_to_the_same_result(emodb_data, tmp_path, same_run):
-    """The same with SpecAugment masks, which a resumed process must draw as the killed one
-    would have (they are seeded per seed, epoch and batch, not by process state)."""
+    """The same with SpecAugment masks and class-balanced batches, which a resumed process must
+    draw as the killed one would have (they are seeded per seed, epoch and batch, not by
+    process state)."""
     augment = ["--time-masks", "2", "--time-width", "20", "--freq-masks", "2",
-               "--freq-width", "6"]
+               "--freq-width", "6", "--balance-classes"]
     reference, out = tmp_path / "reference", tmp_path / "run"
     env = {**os.environ, "KERAS_BACKEND": BACKEND}
     command = _command(reference, emodb_data) + augment
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     _kill_in_second_teacher_epoch_and_rerun(_command(out, emodb_data) + augment, out)
-    assert json.loads((out / "config.json").read_text())["options"]["time_masks"] == 2
+    options = json.loads((out / "config.json").read_text())["options"]
+    assert options["time_masks"] == 2 and options["balance_classes"] is True
     same_run(out, reference)
 
 
 def test_an_augmented_run_interrupted_and_resumed_ends_identical(tmp_path, same_run,
                                                                   toy_utterances):
-    """SpecAugment masks are drawn per (seed, epoch, batch): a run with them, interrupted in
-    its second epoch and resumed, ends with the weights of an uninterrupted one."""
+    """SpecAugment masks and class-balanced draws are made per (seed, epoch, batch): a run with
+    them, interrupted in its second epoch and resumed, ends with the weights of an
+    uninterrupted one."""
     from keras_dkd import data
     from keras_dkd.options import RunOptions
     from keras_dkd.training import Progress, train
 
     options = RunOptions.from_flat(
         dataset="toy", protocol="loso", fold=0, variant="ce", epochs=2, batch_size=4,
-        time_masks=2, time_width=20, freq_masks=2, freq_width=6, cache_dir=str(tmp_path / "c"),
+        time_masks=2, time_width=20, freq_masks=2, freq_width=6, balance_classes=True,
+        cache_dir=str(tmp_path / "c"),
     )
     bundle = data.prepare_utterances(toy_utterances, ["neutral", "happy", "angry", "sad"],
                                      options.data)
