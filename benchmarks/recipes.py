@@ -313,7 +313,7 @@ def final(args) -> None:
                         "the training speakers choose the epoch; the test speaker is scored once",
             "command": "python benchmarks/recipes.py final --runs RUNS --seeds "
                        + " ".join(map(str, args.seeds)) + " --manual-dir ../shared/data/emodb"
-                       + "".join(f" --candidates {c}" for c in args.candidates)
+                       + (" --candidates " + " ".join(args.candidates) if args.candidates else "")
                        + (" --candidate-seeds " + " ".join(map(str, args.candidate_seeds))
                           if args.candidates and args.candidate_seeds else ""),
             "planned": len(plan),
