@@ -425,7 +425,7 @@ def _plot(study, path) -> None:
     records = study["records"]
     settings = list(dict.fromkeys((_setting(r), r["variant"]) for r in records))
     folds = sorted({r["fold"] for r in records})
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     try:
         width = 0.8 / len(settings)
         for i, setting in enumerate(settings):
@@ -439,7 +439,7 @@ def _plot(study, path) -> None:
                       rotation=30)
         ax.set_ylabel("test UA (%)")
         ax.set_ylim(0, 100)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
         ax.grid(axis="y", alpha=0.3)
         ax.set_title("EmoDB four_class, leave-one-speaker-out: test UA per held-out speaker")
         fig.tight_layout()

@@ -20,7 +20,8 @@ unless ``recipe=`` / ``--recipe`` names another) and apply the options given exp
   (``docs/results/recipes_explore.md``): SpecAugment masks (2 × 20 frames, 2 × 6 filters)
   lowered validation UA on all 3 folds tried, so they are off; repeat padding was below zero
   padding on both folds tried (2 folds, 1 seed: weak evidence), so zero stays; averaged
-  weights (``ema=0.98``) lowered validation UA over 10 folds (paired), so ``ema`` stays 0.
+  weights (``ema=0.98``), dropout 0.3 and class-balanced batches (``balance_classes``) each
+  lowered validation UA over 10 folds (paired), so they stay off.
 
 Example:
     >>> recipe_values("headfusion")["schedule"]
