@@ -66,9 +66,9 @@ def test_a_remainder_goes_to_classes_drawn_at_random_and_absent_classes_get_none
 @pytest.mark.once  # the draw is NumPy, before any backend; cached-logit DKD runs everywhere
 def test_a_balanced_run_trains_records_the_option_and_differs_from_an_unbalanced_one(
         tmp_path, toy_utterances):
-    """A real DKD run (teacher, then a student on cached teacher logits) with balanced batches;
-    the toy corpus is balanced per group but not per training split after the validation
-    speaker is carved out, so the draw changes what is trained."""
+    """A real DKD run (teacher, then a student on cached teacher logits) with balanced batches.
+    One group's sad utterances are left out, so the training split is imbalanced and the draw
+    changes what is trained."""
     from keras_dkd import data
     from keras_dkd.io import load_model
     from keras_dkd.options import RunOptions
