@@ -149,6 +149,11 @@ def _batch_moments(y, channels_first):
     """
     axes = (0, 2, 3) if channels_first else (0, 1, 2)
     channels = y.shape[1] if channels_first else y.shape[-1]
+    # Values per channel as a Python number where the shape is known (always on PyTorch and
+    # JAX), so that the gradient divides by a constant instead of building a tensor from the
+    # shape (on a GPU under PyTorch, a host-to-device copy that waits for the GPU).
+    dims = [y.shape[axis] for axis in axes]
+    count = None if any(d is None for d in dims) else dims[0] * dims[1] * dims[2]
 
     @ops.custom_gradient
     def moments(y):
@@ -157,7 +162,7 @@ def _batch_moments(y, channels_first):
         def grad(*args, upstream=None):
             if upstream is None:  # TensorFlow and JAX pass the upstream gradient positionally
                 (upstream,) = args
-            n = ops.cast(ops.size(y) // channels, y.dtype)
+            n = count if count is not None else ops.cast(ops.size(y) // channels, y.dtype)
             u_mean = upstream[0] / n
             u_sq = upstream[1] * (2.0 / n)
             if channels_first:
@@ -171,7 +176,7 @@ def _batch_moments(y, channels_first):
     # equal shares); elsewhere unchanged (JAX partitions one global computation).
     stats = replica_mean(moments(y))
     mean = stats[0]
-    variance = ops.maximum(stats[1] - ops.square(mean), 0.0)
+    variance = ops.relu(stats[1] - ops.square(mean))  # max(., 0): rounding can make it < 0
     return mean, variance
 
 
@@ -201,7 +206,7 @@ class _ConvBatchNorm(_LayoutLayer):
 
     def _inference_scale_shift(self, bias):
         """BatchNorm with moving statistics folded into ``conv * scale + shift`` (float32)."""
-        scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
+        scale = self.gamma * ops.rsqrt(self.moving_variance.value + self.epsilon)
         shift = self.beta + scale * (ops.cast(bias, "float32") - self.moving_mean)
         return scale, shift
 
@@ -227,10 +232,15 @@ class _ConvBatchNorm(_LayoutLayer):
         mean, variance = _batch_moments(ops.cast(y, "float32"), self.channels_first)
         bias = ops.cast(bias, "float32")
         true_mean = (mean * sign if sign is not None else mean) + bias
+        # Python numbers meet tensors through the tensors' own operators (`.value`: the
+        # backend tensor): `keras.ops` would first turn each number into a tensor, which on a
+        # GPU under PyTorch is a host-to-device copy that waits for the GPU to finish.
         m = self.momentum
-        self.moving_mean.assign(self.moving_mean * m + ops.stop_gradient(true_mean) * (1.0 - m))
+        self.moving_mean.assign(
+            self.moving_mean.value * m + ops.stop_gradient(true_mean) * (1.0 - m)
+        )
         self.moving_variance.assign(
-            self.moving_variance * m + ops.stop_gradient(variance) * (1.0 - m)
+            self.moving_variance.value * m + ops.stop_gradient(variance) * (1.0 - m)
         )
         scale = self.gamma * ops.rsqrt(variance + self.epsilon)
         # The conv bias cancels in training-mode BatchNorm. Writing the shift with
@@ -297,7 +307,7 @@ class ConvBlock(_ConvBatchNorm):
         # max(a*y + b) over a window is a*max(y) + b for a >= 0. Flip the kernel's sign where
         # gamma < 0 so that |scale| applies, pool the raw map, then BatchNorm and ReLU the pooled
         # map (a quarter of the size).
-        sign = ops.where(self.gamma >= 0, 1.0, -1.0)
+        sign = 1.0 - 2.0 * ops.cast(self.gamma.value < 0, "float32")  # +1 where gamma >= 0
         y = conv(self.kernel * ops.cast(sign, self.compute_dtype))
         scale, shift = self._training_scale_shift(y, self.bias, sign=sign)
         y = self._max_pool(y)
