@@ -35,12 +35,16 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}
 {
   echo "== machine"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   "$py" - <<'EOF'
-import importlib
-for name in ("keras", "torch", "jax", "tensorflow"):
+# Installed versions, read without importing (importing keras with no KERAS_BACKEND set would
+# import TensorFlow, which such a machine may not have).
+import importlib.metadata as metadata
+import os
+print("cpus", os.cpu_count())
+for name in ("keras", "torch", "jax", "jaxlib", "tensorflow"):
     try:
-        print(name, importlib.import_module(name).__version__)
-    except Exception as error:  # noqa: BLE001 (report what is missing, go on)
-        print(name, "missing:", type(error).__name__)
+        print(name, metadata.version(name))
+    except metadata.PackageNotFoundError:
+        print(name, "not installed")
 EOF
 } 2>&1 | tee "$out/machine.txt"
 

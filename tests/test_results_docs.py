@@ -52,3 +52,34 @@ def test_readme_quotes_the_recipes_tables_and_count():
     assert not missing, f"README.md lacks these rows of docs/results/recipes.md: {missing}"
     words = " ".join(readme.split())
     assert f"{len(study['records'])} of the {study['planned']} planned trainings" in words
+
+
+def _throughput_report():
+    spec = importlib.util.spec_from_file_location(
+        "throughput_report", ROOT / "benchmarks" / "throughput_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("study", ["throughput_gpu", "torch_syncs_gpu"])
+def test_gpu_throughput_reports_are_rendered_from_their_records(study):
+    record = json.loads((RESULTS / f"{study}.json").read_text())
+    assert (RESULTS / f"{study}.md").read_text() == _throughput_report().render(record)
+    assert (RESULTS / f"{study}.png").is_file()
+    # every run is a throughput.py record of a GPU run, with the baseline on the same GPU
+    for run in record["runs"]:
+        assert run["info"]["plain_torch_device"].startswith("cuda")
+        assert set(run["results"]) == {"float32", "mixed_bfloat16"}
+
+
+@pytest.mark.once
+def test_readme_quotes_the_gpu_throughput_rows():
+    readme = (ROOT / "README.md").read_text()
+    quoted = [line for line in readme.splitlines() if line.startswith("| throughput_")
+              or line.startswith("| torch_before_") or line.startswith("| torch_after_")]
+    assert quoted, "the README's GPU table is missing"
+    rows = set((RESULTS / "throughput_gpu.md").read_text().splitlines())
+    rows |= set((RESULTS / "torch_syncs_gpu.md").read_text().splitlines())
+    assert [line for line in quoted if line not in rows] == []
