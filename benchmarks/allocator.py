@@ -56,6 +56,11 @@ def epoch_seconds(run_dir: Path) -> list[float]:
     return [ends[b] - ends[a] for a, b in zip(steps, steps[1:], strict=False)]
 
 
+def _mb(value):
+    """A peak in MB as shown: rounded, or 'n/a' where it could not be measured."""
+    return "n/a" if value is None else round(value)
+
+
 def run_child_usage(backend, setting, run_dir, args) -> dict:
     """Run one training and return its record with the child's own resource usage."""
     exe = Path(sys.executable).with_name("keras-dkd")
@@ -67,6 +72,12 @@ def run_child_usage(backend, setting, run_dir, args) -> dict:
     if args.cache_dir:
         command += ["--cache-dir", args.cache_dir]
     env = {**os.environ, "KERAS_BACKEND": backend, "KERAS_DKD_MALLOC": setting}
+    # posix_spawn starts the child with vfork semantics, and Linux carries the spawning
+    # process's peak into the child's ru_maxrss at exec: the figure is max(this process's peak
+    # now, the child's own). It is the child's own only when it exceeds ours (checked below).
+    import resource
+
+    parent_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pid = os.posix_spawn(command[0], command, env)
     _, status, usage = os.wait4(pid, 0)
     if os.waitstatus_to_exitcode(status):
@@ -78,7 +89,11 @@ def run_child_usage(backend, setting, run_dir, args) -> dict:
         "backend": backend, "setting": setting, "allocator": config.get("allocator"),
         "epochs": args.epochs, "epoch_seconds": seconds,
         "median_epoch_seconds": statistics.median(seconds) if seconds else None,
-        "minor_page_faults": usage.ru_minflt, "peak_rss_mb": usage.ru_maxrss / 1024,
+        "minor_page_faults": usage.ru_minflt,
+        # None where the child's peak cannot be told from ours (see above)
+        "peak_rss_mb": usage.ru_maxrss / 1024 if usage.ru_maxrss / 1024 > parent_peak_mb
+        else None,
+        "parent_peak_rss_mb": parent_peak_mb,
         "history": (run_dir / "history.csv").read_text(),
         "metrics": (run_dir / "metrics.json").read_text(),
     }
@@ -103,7 +118,7 @@ def main(argv=None) -> int:
                     print(f"{backend:<10} {setting:<8} epochs 2+: "
                           + ", ".join(f"{s:.1f}" for s in record["epoch_seconds"])
                           + f" s; page faults {record['minor_page_faults']:,}; "
-                          f"peak RSS {record['peak_rss_mb']:.0f} MB", flush=True)
+                          f"peak RSS {_mb(record['peak_rss_mb'])} MB", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -120,7 +135,7 @@ def main(argv=None) -> int:
                 "median_epoch_seconds": statistics.median(epochs),
                 "epoch_seconds_range": [min(epochs), max(epochs)],
                 "minor_page_faults": [r["minor_page_faults"] for r in runs],
-                "peak_rss_mb": [round(r["peak_rss_mb"]) for r in runs],
+                "peak_rss_mb": [_mb(r["peak_rss_mb"]) for r in runs],
                 "allocator": runs[0]["allocator"],
             }
         speedup = cell["default"]["median_epoch_seconds"] / cell["tuned"]["median_epoch_seconds"]
