@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_dkd.io import atomic_write_json, atomic_write_text  # noqa: E402
+from keras_dkd.io import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
 
 PRECISIONS = {"float32": "float32", "mixed_bfloat16": "bfloat16"}
 SHORT = {"float32": "fp32", "mixed_bfloat16": "bf16"}
@@ -45,7 +45,7 @@ def parse_args(argv=None):
 
 
 def load_runs(paths):
-    """The runs, ordered by backend then batch size."""
+    """The runs, ordered by backend, batch size and file name."""
     runs = []
     for path in paths:
         with open(path, encoding="utf-8") as f:
@@ -157,9 +157,9 @@ def plot(runs, path):
     fig.suptitle("Training steps (DKD* = cached teacher logits; plain PyTorch runs its teacher)",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None):
