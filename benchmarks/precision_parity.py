@@ -17,7 +17,14 @@ Example::
     KERAS_BACKEND=jax python benchmarks/precision_parity.py --runs runs/parity \\
         --manual-dir ../shared/data/emodb
 
-writes ``docs/results/precision_parity.json`` (one record per training) and ``.md``.
+writes ``docs/results/precision_parity.json`` (one record per training) and ``.md``. On a GPU
+machine without TensorFlow, save the data first where TensorFlow is, carry the folder, and
+train from it::
+
+    KERAS_BACKEND=jax python benchmarks/precision_parity.py --runs unused \
+        --manual-dir ../shared/data/emodb --export-bundles bundles/parity
+    KERAS_BACKEND=jax python benchmarks/precision_parity.py --runs runs/parity \
+        --bundles bundles/parity                   # on the GPU machine
 """
 
 from __future__ import annotations
@@ -48,28 +55,60 @@ def parse_args(argv=None):
     parser.add_argument("--manual-dir", default=None, help="the EmoDB folder (holding wav/)")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir")
     parser.add_argument("--cache-dir", default=None, help="feature cache")
+    parser.add_argument("--bundles", default=None, metavar="DIR",
+                        help="train from the data bundles saved in DIR by --export-bundles "
+                             "(no TensorFlow needed: a GPU machine with only PyTorch or JAX)")
+    parser.add_argument("--export-bundles", default=None, metavar="DIR",
+                        help="save the data bundles of these runs (fold, seeds, the default "
+                             "recipe's data options) into DIR and stop; needs TensorFlow")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results"),
                         help="where precision_parity.json and .md go [docs/results]")
     return parser.parse_args(argv)
+
+
+def run_options(precision, seed, args):
+    """The RunOptions of one training of the study."""
+    from keras_dkd.options import RunOptions
+
+    flat = {"epochs": args.epochs} if args.epochs else {}
+    if args.max_utterances:
+        flat["max_utterances"] = args.max_utterances
+    return RunOptions.from_flat(
+        dataset="emodb", protocol="loso", fold=args.fold, seed=seed, recipe="default",
+        variant=args.variant, precision=precision, manual_dir=args.manual_dir,
+        data_dir=args.data_dir, cache_dir=args.cache_dir, bundle_dir=args.bundles, **flat,
+    )
+
+
+def export_bundles(args) -> None:
+    """Save each seed's prepared data where ``--bundles`` will look for it."""
+    import dataclasses
+
+    from keras_dkd import bundles, data
+
+    for seed in args.seeds:
+        options = run_options("float32", seed, args).data  # the same data in both precisions
+        options = dataclasses.replace(options, bundle_dir=None)
+        target = bundles.bundle_path(dataclasses.replace(options, bundle_dir=args.export_bundles),
+                                     seed)
+        path = bundles.save_bundle(data.prepare(options, seed), target)
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
 
 
 def train_one(precision, seed, args) -> dict:
     """Train one model (or find it trained); return its record."""
     import keras
 
-    from keras_dkd import corpora
+    from keras_dkd import bundles, corpora
     from keras_dkd.info import accelerators
-    from keras_dkd.options import RunOptions
 
-    flat = {"epochs": args.epochs} if args.epochs else {}
-    if args.max_utterances:
-        flat["max_utterances"] = args.max_utterances
-    options = RunOptions.from_flat(
-        dataset="emodb", protocol="loso", fold=args.fold, seed=seed, recipe="default",
-        variant=args.variant, precision=precision, manual_dir=args.manual_dir,
-        data_dir=args.data_dir, cache_dir=args.cache_dir, **flat,
-    )
-    group = corpora.groups("emodb")[args.fold]
+    options = run_options(precision, seed, args)
+    if args.bundles:  # the bundle names its test speaker (the corpus' builder needs TFDS)
+        path = bundles.bundle_path(options.data, seed)
+        with np.load(path) as saved:
+            group = json.loads(str(saved["info"]))["test_group"]
+    else:
+        group = corpora.groups("emodb")[args.fold]
     run_dir = Path(args.runs) / precision / f"fold{args.fold}-{group}" / f"seed{seed}"
     result, wall = train_timed(options, run_dir)
     student = result["metrics"]["student"]
@@ -152,6 +191,9 @@ def main(argv=None) -> int:
     from keras_dkd.io import atomic_write_json, atomic_write_text
 
     args = parse_args(argv)
+    if args.export_bundles:
+        export_bundles(args)
+        return 0
     tune_allocator()  # on JAX, before its first computation (as the keras-dkd command does)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     records = []
