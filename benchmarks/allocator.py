@@ -21,6 +21,7 @@ import argparse
 import glob
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -75,8 +76,6 @@ def run_child_usage(backend, setting, run_dir, args) -> dict:
     # posix_spawn starts the child with vfork semantics, and Linux carries the spawning
     # process's peak into the child's ru_maxrss at exec: the figure is max(this process's peak
     # now, the child's own). It is the child's own only when it exceeds ours (checked below).
-    import resource
-
     parent_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pid = os.posix_spawn(command[0], command, env)
     _, status, usage = os.wait4(pid, 0)

@@ -21,9 +21,9 @@ writes ``docs/results/precision_parity.json`` (one record per training) and ``.m
 machine without TensorFlow, save the data first where TensorFlow is, carry the folder, and
 train from it::
 
-    KERAS_BACKEND=jax python benchmarks/precision_parity.py --runs unused \
+    KERAS_BACKEND=jax python benchmarks/precision_parity.py --runs unused \\
         --manual-dir ../shared/data/emodb --export-bundles bundles/parity
-    KERAS_BACKEND=jax python benchmarks/precision_parity.py --runs runs/parity \
+    KERAS_BACKEND=jax python benchmarks/precision_parity.py --runs runs/parity \\
         --bundles bundles/parity                   # on the GPU machine
 """
 
