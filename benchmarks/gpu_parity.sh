@@ -19,13 +19,7 @@ backend=${3:-jax}
 mkdir -p "$out"
 py=${PYTHON:-python3}
 
-if compgen -G ".whl/*.whl" >/dev/null; then
-  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/keras_dkd_site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/keras_dkd_site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export PYTHONUNBUFFERED=1
+. benchmarks/_gpu_env.sh  # carried Keras wheels, PYTHONPATH
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/parity.log"
 KERAS_BACKEND=$backend "$py" benchmarks/precision_parity.py --runs /tmp/keras_dkd_parity \

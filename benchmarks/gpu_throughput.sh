@@ -22,13 +22,7 @@ backends=("$@")
 mkdir -p "$out"
 py=${PYTHON:-python3}
 
-if compgen -G ".whl/*.whl" >/dev/null; then
-  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/keras_dkd_site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/keras_dkd_site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export PYTHONUNBUFFERED=1
+. benchmarks/_gpu_env.sh  # carried Keras wheels, PYTHONPATH
 # JAX takes 75 % of the GPU's memory at start; leave room for the PyTorch baseline beside it.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}
 
