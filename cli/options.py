@@ -304,6 +304,11 @@ def training_options(func):
             "not bit-identical to an uninterrupted one.",
         ),
         click.option(
+            "--label-smoothing", type=click.FloatRange(min=0, max=1, max_open=True),
+            metavar="FLOAT", default=None,
+            help="Label smoothing of the cross-entropy (0: none) [recipe's].",
+        ),
+        click.option(
             "--ema", type=click.FloatRange(min=0, max=1, max_open=True), metavar="FLOAT",
             default=None,
             help="Momentum of a moving average of the weights, which validation, selection and "

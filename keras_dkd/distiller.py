@@ -168,6 +168,9 @@ class Distiller(keras.Model):
         ce_weight: weight of the student's cross-entropy.
         warmup_epochs: epochs over which the distillation weight ramps linearly from 0 to 1
             (0: full weight from the first epoch).
+        label_smoothing: label smoothing ``ε`` of the student's cross-entropy term
+            (:func:`keras_dkd.losses.cross_entropy`; 0: none). The distillation terms and the
+            evaluation loss are unchanged.
         name: model name.
 
     Example:
@@ -188,6 +191,7 @@ class Distiller(keras.Model):
         temperature=4.0,
         ce_weight=1.0,
         warmup_epochs=20,
+        label_smoothing=0.0,
         name="distiller",
         **kwargs,
     ):
@@ -209,6 +213,8 @@ class Distiller(keras.Model):
             raise UserError("alpha, beta and ce_weight must be >= 0")
         if int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
             raise UserError(f"warmup_epochs must be an integer >= 0, got {warmup_epochs}")
+        if not 0 <= label_smoothing < 1:
+            raise UserError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if teacher is not None:
             _check_same_classes(teacher, student)
             teacher.trainable = False
@@ -221,6 +227,7 @@ class Distiller(keras.Model):
         self.temperature = float(temperature)
         self.ce_weight = float(ce_weight)
         self.warmup_epochs = int(warmup_epochs)
+        self.label_smoothing = float(label_smoothing)
 
         self.warmup_weight = self.add_weight(
             shape=(),
@@ -295,6 +302,7 @@ class Distiller(keras.Model):
             "temperature": self.temperature,
             "ce_weight": self.ce_weight,
             "warmup_epochs": self.warmup_epochs,
+            "label_smoothing": self.label_smoothing,
         }
 
     @classmethod
@@ -339,7 +347,8 @@ class Distiller(keras.Model):
         """
         logits = ops.cast(student_logits, "float32")
         labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
-        ce = _cross_entropy(logits, labels)
+        ce = (losses.cross_entropy(logits, labels, self.label_smoothing) if self.label_smoothing
+              else _cross_entropy(logits, labels))
         terms = {"ce": ce}
         total = self.ce_weight * ce
         if self.mode == "ce":

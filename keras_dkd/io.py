@@ -274,6 +274,7 @@ def load_model(path, safe_mode: bool = True, check_input: bool = True):
     import keras
 
     import keras_dkd.layers  # noqa: F401  (registers the custom layers)
+    import keras_dkd.losses  # noqa: F401  (registers the loss a model may be compiled with)
     import keras_dkd.schedules  # noqa: F401  (registers the learning-rate schedule of the
     # optimizer a training run compiles into its models)
 

@@ -1,4 +1,4 @@
-"""Knowledge-distillation losses on logits: KD, TCKD, NCKD and DKD.
+"""Losses on logits: KD, TCKD, NCKD and DKD, and the (label-smoothed) cross-entropy.
 
 Decoupled Knowledge Distillation (Zhao et al., CVPR 2022) splits the classical KD loss
 (Hinton et al., 2015) into a *target-class* term and a *non-target-class* term. With
@@ -18,6 +18,11 @@ mass ``log(1 − p_y)``), so they give finite values and finite gradients for lo
 for a teacher that is certain of its class (``p_t,y == 1`` in floating point): no ``log(0)`` is
 ever taken. Half-precision logits are computed in float32; float64 stays float64.
 
+The cross-entropy (:func:`cross_entropy`, and :class:`SparseCrossEntropy` to compile a model
+with) takes integer labels and an optional label smoothing ``ε``: the target is
+``(1 − ε) · one_hot(y) + ε / K`` over ``K`` classes, as in Keras' ``CategoricalCrossentropy``
+and PyTorch's ``cross_entropy(label_smoothing=ε)``.
+
 Each loss returns the batch mean of the per-sample loss (``reduction="mean"``, the default), or
 the per-sample values with ``reduction="none"``.
 """
@@ -27,7 +32,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["kd_loss", "tckd_loss", "nckd_loss", "dkd_loss", "dkd_terms"]
+__all__ = ["kd_loss", "tckd_loss", "nckd_loss", "dkd_loss", "dkd_terms", "cross_entropy",
+           "SparseCrossEntropy"]
 
 # Subtracted from the (temperature-scaled) target logit to mask it out of the non-target softmax.
 # Any finite value far beyond the float32 exp() range relative to the largest logit works: after
@@ -253,3 +259,66 @@ def dkd_loss(
     """
     tckd, nckd = dkd_terms(student_logits, teacher_logits, labels, temperature)
     return _reduce(alpha * tckd + beta * nckd, reduction)
+
+
+def cross_entropy(logits, labels, label_smoothing=0.0, reduction="mean"):
+    """Cross-entropy of integer labels against logits, with optional label smoothing.
+
+    With ``ε = label_smoothing`` and ``K`` classes the target distribution is
+    ``(1 − ε) · one_hot(y) + ε / K``, so per sample
+    ``CE = (1 − ε) · (−log p_y) + ε · mean_k(−log p_k)``. ``ε = 0`` is the plain sparse
+    cross-entropy.
+
+    Args:
+        logits: float tensor ``(batch, classes)``.
+        labels: integer class ids ``(batch,)`` (or ``(batch, 1)``).
+        label_smoothing: ``ε`` in ``[0, 1)``.
+        reduction: ``"mean"`` (batch mean, a scalar) or ``"none"`` (shape ``(batch,)``).
+
+    Returns:
+        The loss: a scalar, or per-sample values with ``reduction="none"``.
+
+    Example:
+        >>> import numpy as np
+        >>> z = np.array([[2.0, 0.5, -1.0, 0.0]], "float32")
+        >>> loss = cross_entropy(z, np.array([0]), label_smoothing=0.1)
+    """
+    if not 0.0 <= float(label_smoothing) < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    logits = _prepare(logits)
+    log_p, _ = _log_softmax(logits)
+    one_hot = _one_hot(labels, ops.shape(logits)[-1], logits.dtype)
+    nll = -ops.sum(one_hot * log_p, axis=-1)
+    if label_smoothing:
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * ops.mean(log_p, axis=-1)
+    return _reduce(nll, reduction)
+
+
+@keras.saving.register_keras_serializable(package="keras_dkd")
+class SparseCrossEntropy(keras.losses.Loss):
+    """:func:`cross_entropy` as a Keras loss (integer labels, logits), for ``Model.compile``.
+
+    Keras' ``SparseCategoricalCrossentropy`` has no label smoothing (only the one-hot
+    ``CategoricalCrossentropy`` has); this one takes integer labels and smooths them.
+
+    Args:
+        label_smoothing: ``ε`` in ``[0, 1)`` (0: the plain cross-entropy).
+        name: the loss' name.
+
+    Example:
+        >>> loss = SparseCrossEntropy(label_smoothing=0.1)
+        >>> loss.get_config()["label_smoothing"]
+        0.1
+    """
+
+    def __init__(self, label_smoothing=0.0, name="sparse_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        return cross_entropy(y_pred, y_true, self.label_smoothing, reduction="none")
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}

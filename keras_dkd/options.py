@@ -270,6 +270,9 @@ class Recipe(_Options):
             UA (0: train the whole budget); the best epoch is then kept (``select="best"``).
         time_masks, time_width, freq_masks, freq_width: SpecAugment-style masks on the
             training segments (count and maximum width in frames / filters; 0: none).
+        label_smoothing: the cross-entropy's target is ``(1 − ε) · one_hot + ε / K``
+            (:func:`keras_dkd.losses.cross_entropy`; 0: none, as in the paper); in a distilled
+            student it smooths the cross-entropy term only, not the teacher's distribution.
         dropout: dropout rate before the classifier (0: none, as in the paper). Keras keeps
             dropout's random state outside the checkpoint, so a run with dropout that is
             interrupted and resumed is not bit-identical to an uninterrupted one.
@@ -311,6 +314,7 @@ class Recipe(_Options):
     time_width: int = 0
     freq_masks: int = 0
     freq_width: int = 0
+    label_smoothing: float = 0.0
     dropout: float = 0.0
     ema: float = 0.0
     balance_classes: bool = False
@@ -332,7 +336,7 @@ class Recipe(_Options):
                                     ("weight_decay", 0, False), ("lr_decay", 0, False),
                                     ("step_factor", 0, True)):
             self._set(name, _number(name, getattr(self, name), low=low, low_open=low_open))
-        for name in ("dropout", "ema"):
+        for name in ("label_smoothing", "dropout", "ema"):
             self._set(name, _number(name, getattr(self, name), low=0, high=1, high_open=True))
         _check(isinstance(self.balance_classes, bool),
                f"balance_classes must be true or false, got {self.balance_classes!r}")

@@ -22,6 +22,7 @@ from keras_dkd.callbacks import (
     patience_exhausted,
 )
 from keras_dkd.io import save_model
+from keras_dkd.losses import SparseCrossEntropy
 from keras_dkd.options import Recipe, RunOptions
 from keras_dkd.runs import RunDir, set_seed
 
@@ -144,14 +145,17 @@ class Phase:
             keras.config.set_dtype_policy(previous)
         optimizer = make_optimizer(recipe, steps_per_epoch)
         if mode == "ce" and teacher is None:
+            loss = (SparseCrossEntropy(recipe.label_smoothing) if recipe.label_smoothing
+                    else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             model.compile(
                 optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                loss=loss,
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             )
             return model, model
         trainer = Distiller(teacher, model, mode=mode, alpha=recipe.alpha, beta=recipe.beta,
-                            temperature=recipe.temperature, warmup_epochs=recipe.warmup_epochs)
+                            temperature=recipe.temperature, warmup_epochs=recipe.warmup_epochs,
+                            label_smoothing=recipe.label_smoothing)
         trainer.compile(optimizer=optimizer)
         return model, trainer
 

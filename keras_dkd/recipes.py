@@ -51,6 +51,7 @@ _PAPER = {
     "time_width": 0,
     "freq_masks": 0,
     "freq_width": 0,
+    "label_smoothing": 0.0,
     "dropout": 0.0,
     "ema": 0.0,
     "balance_classes": False,

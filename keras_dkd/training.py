@@ -293,6 +293,8 @@ def _optimizer_text(recipe) -> str:
         text += f" after {recipe.lr_warmup_epochs} epochs of linear warm-up"
     if recipe.weight_decay:
         text += f", weight decay {recipe.weight_decay:g}"
+    if recipe.label_smoothing:
+        text += f"; labels smoothed by {recipe.label_smoothing:g}"
     if recipe.ema:
         text += f"; weights averaged (EMA, momentum {recipe.ema:g})"
     return text

@@ -174,6 +174,25 @@ def test_every_mode_logs_its_terms(mode):
     assert history["loss"][0] == pytest.approx(expected, rel=1e-5)
 
 
+def test_label_smoothing_changes_the_cross_entropy_term_only():
+    from keras_dkd import losses
+
+    x, y = batch()
+    plain = make_distiller(warmup_epochs=0)
+    smooth = make_distiller(warmup_epochs=0, label_smoothing=0.1)
+    assert Distiller.from_config(smooth.get_config()).label_smoothing == pytest.approx(0.1)
+    logits = smooth.student(x, training=False)
+    teacher = smooth.teacher_logits(x)
+    total_plain, terms_plain = plain.compute_losses(logits, teacher, y)
+    total, terms = smooth.compute_losses(logits, teacher, y)
+    expected = keras.ops.convert_to_numpy(losses.cross_entropy(logits, y, 0.1))
+    assert float(terms["ce"]) == pytest.approx(float(expected), rel=1e-6)
+    for name in ("tckd", "nckd"):
+        assert float(terms[name]) == pytest.approx(float(terms_plain[name]), rel=1e-6)
+    assert float(total) - float(terms["ce"]) == pytest.approx(
+        float(total_plain) - float(terms_plain["ce"]), rel=1e-5)
+
+
 def test_call_predict_and_evaluate_use_the_student():
     distiller = make_distiller(warmup_epochs=0)
     distiller.compile(optimizer="adam")
@@ -204,6 +223,8 @@ def test_user_errors():
         Distiller(tiny_model(1), student, temperature=0)
     with pytest.raises(UserError, match="warmup_epochs"):
         Distiller(tiny_model(1), student, warmup_epochs=-1)
+    with pytest.raises(UserError, match="label_smoothing"):
+        Distiller(tiny_model(1), student, label_smoothing=1.0)
     other = keras.Sequential(
         [keras.Input((FRAMES, FILTERS)), keras.layers.Flatten(), keras.layers.Dense(7)]
     )

@@ -327,3 +327,51 @@ def test_gradient_finite_for_extreme_logits(name):
         # times T); DKD weighs them 1 + 8; the losses are batch means
         weight = 9.0 if name == "dkd" else 1.0
         assert np.max(np.abs(got)) <= weight * temperature / len(s) + 1e-6
+
+
+# ----------------------------------------------------------------------------- cross-entropy
+
+
+def _reference_cross_entropy(z, y, eps):
+    """Per-sample CE against the target (1 - eps) one_hot(y) + eps / K, float64."""
+    z = np.asarray(z, np.float64)
+    log_p = z - _lse(z)[:, None]
+    target = np.full(z.shape, eps / z.shape[-1])
+    target[np.arange(len(y)), y] += 1.0 - eps
+    return -(target * log_p).sum(-1)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.5])
+def test_cross_entropy_matches_reference_and_keras(eps):
+    s, _, y = _random_case(11, scale=5.0)
+    _close(_np(losses.cross_entropy(s, y, eps, reduction="none")),
+           _reference_cross_entropy(s, y, eps))
+    _close(_np(losses.cross_entropy(s, y, eps)), _reference_cross_entropy(s, y, eps).mean())
+    # Keras' one-hot CategoricalCrossentropy defines label smoothing the same way
+    keras_ce = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=eps)
+    _close(_np(losses.SparseCrossEntropy(eps)(y, s)),
+           _np(keras_ce(np.eye(s.shape[-1])[y].astype("float32"), s)))
+
+
+def test_cross_entropy_is_finite_for_extreme_logits_and_checks_its_arguments():
+    s, _, y = _extreme_case(4)
+    assert np.all(np.isfinite(_np(losses.cross_entropy(s, y, 0.1, reduction="none"))))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        losses.cross_entropy(s, y, 1.0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        losses.SparseCrossEntropy(-0.1)
+
+
+def test_sparse_cross_entropy_compiles_saves_and_reloads(tmp_path):
+    from keras_dkd.io import load_model, save_model
+    from keras_dkd.models import build_model
+
+    model = build_model(variant="cnn")
+    model.compile(optimizer="adam", loss=losses.SparseCrossEntropy(0.2))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 197, 40)).astype("float32")
+    y = np.array([0, 1, 2, 3])
+    model.fit(x, y, epochs=1, verbose=0)
+    reloaded = load_model(save_model(model, tmp_path / "m.keras"))
+    assert isinstance(reloaded.loss, losses.SparseCrossEntropy)
+    assert reloaded.loss.label_smoothing == pytest.approx(0.2)

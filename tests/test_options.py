@@ -66,6 +66,7 @@ def test_differences_count_what_a_run_computes_not_where_files_live():
         ({"val_fraction": 1.0}, "val_fraction must be < 1"),
         ({"normalize": "yes"}, "normalize must be true or false"),
         ({"balance_classes": 1}, "balance_classes must be true or false"),
+        ({"label_smoothing": 1.0}, "label_smoothing must be < 1"),
         ({"protocol": "kfold"}, "unknown protocol"),
         ({"protocol": "loso"}, "needs a fold"),
         ({"fold": 1}, "'loso' only"),
