@@ -14,6 +14,8 @@ Three modes:
   and ``.md`` (made with ``summarize --runs <the explore runs>``; the folders were named after
   the runs, e.g. ``specaugment``). ``--baseline FOLDER`` adds each folder's paired differences
   against that one on the same (variant, fold, seed), hence the same validation speakers.
+  Records already in ``recipes_explore.json`` stay unless a run under ``--runs`` replaces
+  them, so runs can be summarised after earlier run folders were deleted.
 - ``final``: the settings of the report (``default`` for ``cnn`` and ``cnn_mha``, ``paper`` and
   ``headfusion`` for ``cnn_mha``) on all folds, writing ``docs/results/recipes.json`` (one record
   per trained model), ``recipes.md`` (per fold and mean ± sd) and ``recipes.png`` after every
@@ -155,6 +157,7 @@ def summarize(args) -> None:
             "wall_seconds": json.loads(wall.read_text())["seconds"] if wall.is_file() else None,
             "options": options, "backend": config["backend"], "versions": config["versions"],
         })
+    records = _kept_records(Path(args.results) / "recipes_explore.json", records)
     lines = [
         "# Recipe exploration on EmoDB four_class (validation speakers only)",
         "",
@@ -204,6 +207,16 @@ def summarize(args) -> None:
                       {"study": "recipes_explore", "command": "python " + " ".join(sys.argv),
                        "records": records})
     atomic_write_text(out / "recipes_explore.md", text)
+
+
+def _kept_records(path: Path, found: list) -> list:
+    """The records already in ``path`` whose run is not among ``found`` (their run folders may
+    be gone: the JSON is the study's record), then ``found``: a summary adds to the
+    earlier ones instead of forgetting what it cannot see."""
+    key = lambda r: (r["setting"], r["variant"], r["fold"], r["seed"])  # noqa: E731
+    seen = {key(r) for r in found}
+    old = json.loads(path.read_text())["records"] if path.is_file() else []
+    return [r for r in old if key(r) not in seen] + found
 
 
 def _late_val_ua(history) -> dict:
