@@ -278,18 +278,9 @@ def _setting(record) -> str:
 
 
 def _machine() -> str:
-    import os
-    import platform
+    from keras_dkd.info import machine_text
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs"
+    return machine_text()
 
 
 def final(args) -> None:

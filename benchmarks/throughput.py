@@ -489,6 +489,7 @@ def main(argv=None):
     import numpy as np
 
     from keras_dkd.allocator import allocator_setting, tune_allocator
+    from keras_dkd.info import machine_text
     from keras_dkd.models import recommended_jit_compile
 
     backend = keras.backend.backend()
@@ -579,7 +580,7 @@ def main(argv=None):
         "keras": keras.__version__,
         "allocator": allocator_setting(),
         "python": platform.python_version(),
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine_text(),
         "trainable_parameters": trainable,
         "forward_gflop": flops["infer"] / 1e9,
         "plain_torch_trainable_parameters": baseline.parameters if baseline else None,

@@ -155,6 +155,13 @@ def info(as_json):
             click.echo(f"  {name:<20} {version or 'not installed'}")
     click.echo(f"backend               {env['backend']}")
     click.echo(f"accelerators          {', '.join(env['accelerators']) or 'none (CPU only)'}")
+    click.echo(f"machine               {env['machine']['cpu']}, "
+               f"{env['machine']['logical_cpus']} logical CPUs, "
+               f"{' '.join(env['machine']['cpu_features']) or 'no listed vector features'}")
+    source = env["source"]
+    click.echo("source                " + (f"git {source['commit'][:12]}"
+                                          + (" (uncommitted changes)" if source["dirty"] else "")
+                                          if source else "installed package (no git checkout)"))
     click.echo(f"host allocator        {env['allocator']}")
     click.echo(f"data dir (TFDS)       {env['data_dir']}")
     click.echo(f"feature cache         {env['cache_dir']}")

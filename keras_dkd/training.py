@@ -211,6 +211,8 @@ class _Training:
             "backend": keras.backend.backend(),
             "versions": versions,
             "allocator": allocator_setting(),
+            "machine": info.machine(),
+            "source": info.source(),
             "seed": options.seed,
             "phase_seeds": {p: phase_seed(options.seed, p) for p in PHASE_SEEDS},
             "options": options.to_dict(),

@@ -30,6 +30,17 @@ def test_info_reports_the_active_backend():
         assert name in report["versions"]
     assert report["versions"]["keras"]
     assert report["data_dir"] and report["cache_dir"]
+    machine = report["machine"]
+    assert machine["cpu"] and machine["logical_cpus"] >= 1
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():  # the features listed are the ones the kernel reports
+        flags = set(next(line for line in cpuinfo.read_text().splitlines()
+                         if line.startswith(("flags", "Features"))).split(":", 1)[1].split())
+        assert set(machine["cpu_features"]) <= flags
+        assert ("avx2" in machine["cpu_features"]) == ("avx2" in flags)
+    # a git checkout (CI's fresh clone) names its commit
+    if (Path(__file__).resolve().parents[1] / ".git").exists():
+        assert len(report["source"]["commit"]) == 40
 
 
 def test_console_script_runs_info():
