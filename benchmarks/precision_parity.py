@@ -122,7 +122,8 @@ def train_one(precision, seed, args) -> dict:
         "epochs_run": phase.get("epochs_run", phase.get("epochs")),
         "wall_seconds": wall,
         "backend": backend, "accelerators": accelerators(keras.backend.backend()),
-        "versions": config["versions"], "options": config["options"], "run_dir": str(run_dir),
+        "machine": config.get("machine"), "versions": config["versions"],
+        "options": config["options"], "run_dir": str(run_dir),
     }
 
 
@@ -148,6 +149,14 @@ def summarize(records) -> dict:
     return out
 
 
+def _machine_text(machine) -> str | None:
+    """A run's recorded machine in one line (runs of older versions did not record it)."""
+    if not machine:
+        return None
+    features = " ".join(machine["cpu_features"]) or "no listed vector features"
+    return f"{machine['cpu']}, {machine['logical_cpus']} logical CPUs, {features}"
+
+
 def report(records, summary, command) -> str:
     lines = [
         "# bfloat16 accuracy parity (EmoDB four_class, one fold)",
@@ -155,6 +164,8 @@ def report(records, summary, command) -> str:
         f"- Command: `{command}`",
         f"- Backend: {', '.join(sorted({r['backend'] for r in records}))}; accelerators: "
         f"{', '.join(sorted({a for r in records for a in r['accelerators']})) or 'none (CPU)'}.",
+        *[f"- Machine: {m}." for m in sorted({_machine_text(r.get("machine"))
+                                              for r in records} - {None})],
         "- The issue's bar: mean test UA in mixed_bfloat16 within 1 point of float32.",
         "",
         "| seed | float32 UA | bfloat16 UA | difference (points) | float32 wall | bfloat16 wall |",

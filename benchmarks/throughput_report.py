@@ -116,7 +116,29 @@ def markdown(runs, machine, command, date, notes=()):
         "| plain PyTorch fp32 | ratio | plain PyTorch bf16 autocast | ratio |",
         "| --- |" + " --- |" * 10,
     ]
-    return "\n".join(lines + table_rows(runs)) + "\n"
+    return "\n".join(lines + table_rows(runs) + precision_rows(runs)) + "\n"
+
+
+def precision_rows(runs):
+    """A second table: bfloat16's speed-up over float32 within each run (the same process,
+    the same rounds), for the runs that timed both precisions."""
+    rows = []
+    for run in runs:
+        results = run["results"]
+        if not {"float32", "mixed_bfloat16"} <= set(results):
+            continue
+        for section in STEPS:
+            if section in results["float32"] and section in results["mixed_bfloat16"]:
+                fp32 = results["float32"][section]["keras"]["median_ms"]
+                bf16 = results["mixed_bfloat16"][section]["keras"]["median_ms"]
+                rows.append(f"| {run['file'].removesuffix('.json')} | {run['info']['backend']} "
+                            f"| {run['info']['batch_size']} | {STEPS[section]} | {fp32:.1f} ms "
+                            f"| {bf16:.1f} ms | {fp32 / bf16:.2f}× |")
+    if not rows:
+        return []
+    return ["", "bfloat16 over float32 in the same run (Keras step medians; > 1: bfloat16 "
+            "faster):", "", "| run | backend | batch | step | float32 | bfloat16 | speed-up |",
+            "| --- |" + " --- |" * 6, *rows]
 
 
 def render(study):

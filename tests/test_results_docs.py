@@ -83,3 +83,30 @@ def test_readme_quotes_the_gpu_throughput_rows():
     rows = set((RESULTS / "throughput_gpu.md").read_text().splitlines())
     rows |= set((RESULTS / "torch_syncs_gpu.md").read_text().splitlines())
     assert [line for line in quoted if line not in rows] == []
+
+
+@pytest.mark.once
+def test_cpu_bfloat16_throughput_report_is_rendered_from_its_records():
+    record = json.loads((RESULTS / "throughput_avx512.json").read_text())
+    assert (RESULTS / "throughput_avx512.md").read_text() == _throughput_report().render(record)
+    assert (RESULTS / "throughput_avx512.png").is_file()
+    # runs of throughput.py on a CPU with bfloat16 instructions, the baseline on the same CPU
+    for run in record["runs"]:
+        assert run["info"]["plain_torch_device"].startswith("cpu")
+        assert "avx512_bf16" in run["info"]["machine"]
+        assert set(run["results"]) == {"float32", "mixed_bfloat16"}
+
+
+@pytest.mark.once
+def test_readme_quotes_the_cpu_bfloat16_rows_and_the_parity_study():
+    readme = (ROOT / "README.md").read_text()
+    quoted = [line for line in readme.splitlines() if line.startswith("| avx512_")]
+    assert quoted, "the README's AVX-512 table is missing"
+    rows = set((RESULTS / "throughput_avx512.md").read_text().splitlines())
+    assert [line for line in quoted if line not in rows] == []
+    parity = json.loads((RESULTS / "precision_parity.json").read_text())
+    words = " ".join(readme.split())
+    summary = parity["summary"]
+    difference = summary["mean_ua_difference"] * 100, summary["sd_ua_difference"] * 100
+    assert f"{difference[0]:+.1f} ± {difference[1]:.1f}" in words
+    assert f"{summary['wall_speedup_median']:.2f}×" in words
