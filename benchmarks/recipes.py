@@ -352,8 +352,7 @@ def _markdown(study) -> str:
         "- Cells: utterance-level test metrics in %, mean ± sample sd over the trained models "
         "of the row (folds × seeds).",
         f"- Command: `{study['command']}`; training wall time {study['wall_seconds'] / 60:.0f} "
-        f"min in all (backend {records[0]['backend']}; "
-        f"{', '.join(sorted({r.get('machine', '?') for r in records}))}).",
+        f"min in all (backend {records[0]['backend']}; {_machines(records)}).",
         f"- Trainings recorded: {len(records)} of the {study.get('planned', len(records))} "
         "planned" + (" (**partial**: the study continues where it stopped when rerun)."
                      if len(records) < study.get("planned", len(records)) else "."),
@@ -392,6 +391,14 @@ def _markdown(study) -> str:
         lines += ["", "`headfusion` drops utterances of 2 s or less from the test speaker too: "
                   "its test UA is over fewer utterances than the other rows'."]
     return "\n".join(lines) + "\n"
+
+
+def _machines(records) -> str:
+    """Each machine the trainings ran on, with its count of trainings."""
+    from collections import Counter
+
+    counts = Counter(r.get("machine", "?") for r in records)
+    return "; ".join(f"{machine}: {n} trainings" for machine, n in sorted(counts.items()))
 
 
 def _paired(records, a, b) -> str:
