@@ -149,23 +149,17 @@ def summarize(records) -> dict:
     return out
 
 
-def _machine_text(machine) -> str | None:
-    """A run's recorded machine in one line (runs of older versions did not record it)."""
-    if not machine:
-        return None
-    features = " ".join(machine["cpu_features"]) or "no listed vector features"
-    return f"{machine['cpu']}, {machine['logical_cpus']} logical CPUs, {features}"
-
-
 def report(records, summary, command) -> str:
+    from keras_dkd.info import machine_text
+
     lines = [
         "# bfloat16 accuracy parity (EmoDB four_class, one fold)",
         "",
         f"- Command: `{command}`",
         f"- Backend: {', '.join(sorted({r['backend'] for r in records}))}; accelerators: "
         f"{', '.join(sorted({a for r in records for a in r['accelerators']})) or 'none (CPU)'}.",
-        *[f"- Machine: {m}." for m in sorted({_machine_text(r.get("machine"))
-                                              for r in records} - {None})],
+        *[f"- Machine: {m}." for m in sorted({machine_text(r["machine"]) for r in records
+                                              if r.get("machine")})],
         "- The issue's bar: mean test UA in mixed_bfloat16 within 1 point of float32.",
         "",
         "| seed | float32 UA | bfloat16 UA | difference (points) | float32 wall | bfloat16 wall |",

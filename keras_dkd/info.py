@@ -61,9 +61,10 @@ def machine() -> dict:
             "cpu_features": [f for f in _CPU_FEATURES if f in flags]}
 
 
-def machine_text() -> str:
-    """:func:`machine` in one line, e.g. ``"AMD EPYC, 2 logical CPUs, avx2 fma avx512f"``."""
-    m = machine()
+def machine_text(m: dict | None = None) -> str:
+    """:func:`machine` (or a recorded one, ``m``) in one line, e.g.
+    ``"AMD EPYC, 2 logical CPUs, avx2 fma avx512f"``."""
+    m = m or machine()
     return (f"{m['cpu']}, {m['logical_cpus']} logical CPUs"
             + (f", {' '.join(m['cpu_features'])}" if m["cpu_features"] else ""))
 
