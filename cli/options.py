@@ -335,6 +335,16 @@ def training_options(func):
             help="SpecAugment: the widest frequency mask, in filters [recipe's].",
         ),
         click.option(
+            "--speed", type=click.FloatRange(min=0, max=0.5), metavar="FLOAT", default=None,
+            help="Speed perturbation of training segments: factors uniform in "
+            "[1 - speed, 1 + speed] (0: none) [recipe's].",
+        ),
+        click.option(
+            "--freq-warp", type=click.FloatRange(min=0, max=0.5), metavar="FLOAT", default=None,
+            help="Vocal-tract-length perturbation of training segments: frequency scaled by a "
+            "factor uniform in [1 - freq_warp, 1 + freq_warp] (0: none) [recipe's].",
+        ),
+        click.option(
             "--head-init",
             type=click.Choice(HEAD_INITS),
             default=None,

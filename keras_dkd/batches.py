@@ -40,19 +40,21 @@ class EpochBatches(keras.utils.PyDataset):
     different few each epoch). One batch shape means one compiled train step on XLA backends
     (TensorFlow's jit, JAX) instead of a second compilation for a smaller last batch.
 
-    With an active ``augment`` (:class:`keras_dkd.augment.SpecAugment`) each batch is masked
-    with a generator seeded from ``(seed, epoch, index)``, so batch ``i`` of epoch ``e`` is
-    masked the same way in every process too (and differently in every epoch). The masks go on
-    a copy: :attr:`features` is never changed. Only training sees them: evaluation, prediction
-    and export do not use this class.
+    With an active ``augment`` (:class:`keras_dkd.augment.SpecAugment` masks,
+    :class:`keras_dkd.perturb.SpeedPerturb` speed and frequency warps, or a list of them, applied
+    in order) each batch is augmented with a generator seeded from ``(seed, epoch, index)``, so
+    batch ``i`` of epoch ``e`` is augmented the same way in every process too (and differently
+    in every epoch). The augmentations go on a copy: :attr:`features` is never changed. Only
+    training sees them: evaluation, prediction and export do not use this class.
 
     Args:
         features: float32 ``(n, 197, 40)`` segments.
         labels: int ``(n,)`` class ids.
         batch_size: segments per batch.
         seed: the shuffling seed (an int or a sequence of ints).
-        augment: a :class:`keras_dkd.augment.SpecAugment` (or its ``to_dict()``), or None for
-            no augmentation; an inactive one changes nothing.
+        augment: a :class:`keras_dkd.augment.SpecAugment` (or its ``to_dict()``), a
+            :class:`keras_dkd.perturb.SpeedPerturb`, a list of them (applied in order), or None
+            for no augmentation; inactive ones change nothing.
         teacher_logits: optional ``(n, classes)`` logits of a frozen teacher for the segments
             (:func:`keras_dkd.distiller.teacher_logits_of`): batches are then
             ``({"features": x, "teacher_logits": t}, y)``, what a
@@ -78,14 +80,10 @@ class EpochBatches(keras.utils.PyDataset):
         self.labels = np.asarray(labels, np.int32)
         self.batch_size = int(batch_size)
         self.seed = [int(s) for s in np.atleast_1d(seed)]
-        if isinstance(augment, dict):
-            augment = SpecAugment.from_dict(augment)
-        if augment is not None and not isinstance(augment, SpecAugment):
-            raise UserError(f"augment must be a SpecAugment or None, got {augment!r}")
-        self.augment = augment
+        self.augment = _augmentations(augment)
         self.teacher_logits = None
         if teacher_logits is not None:
-            if augment is not None and augment.active:
+            if self.augmented:
                 raise UserError(
                     "cached teacher logits need unaugmented inputs: the teacher must see what "
                     "the student sees; run the teacher in the step instead"
@@ -120,13 +118,20 @@ class EpochBatches(keras.utils.PyDataset):
         positions = np.arange(start, start + self.batch_size)
         chosen = np.take(self.order(self.epoch), positions, mode="wrap")
         x = self.features[chosen]  # a copy: masking it leaves self.features as it is
-        if self.augment is not None and self.augment.active:
-            x = self.augment.apply(x, self.augment_rng(self.epoch, index))
+        if self.augmented:
+            rng = self.augment_rng(self.epoch, index)
+            for augmentation in self.augment:
+                x = augmentation.apply(x, rng)
         if self.teacher_logits is not None:
             from keras_dkd.distiller import CACHED_LOGITS, FEATURES
 
             return {FEATURES: x, CACHED_LOGITS: self.teacher_logits[chosen]}, self.labels[chosen]
         return x, self.labels[chosen]
+
+    @property
+    def augmented(self) -> bool:
+        """Whether some augmentation can change a batch (one of :attr:`augment` is active)."""
+        return any(augmentation.active for augmentation in self.augment)
 
     def augment_rng(self, epoch: int, index: int) -> np.random.Generator:
         """The generator of the masks of batch ``index`` in ``epoch``."""
@@ -144,3 +149,21 @@ def _balanced_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         rounds = -(-share // len(members))
         drawn.append(np.concatenate([rng.permutation(members) for _ in range(rounds)])[:share])
     return rng.permutation(np.concatenate(drawn))
+
+
+def _augmentations(augment) -> tuple:
+    """``augment`` as a tuple of augmentations (see :class:`EpochBatches`)."""
+    from keras_dkd.perturb import SpeedPerturb
+
+    if augment is None:
+        return ()
+    items = augment if isinstance(augment, list | tuple) else [augment]
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            item = SpecAugment.from_dict(item)
+        if not isinstance(item, SpecAugment | SpeedPerturb):
+            raise UserError(f"augment must be a SpecAugment, a SpeedPerturb, a list of them or "
+                            f"None, got {item!r}")
+        out.append(item)
+    return tuple(out)

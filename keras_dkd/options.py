@@ -270,6 +270,11 @@ class Recipe(_Options):
             UA (0: train the whole budget); the best epoch is then kept (``select="best"``).
         time_masks, time_width, freq_masks, freq_width: SpecAugment-style masks on the
             training segments (count and maximum width in frames / filters; 0: none).
+        speed: speed perturbation of the training segments: each is resampled in time and
+            frequency as if its audio were played ``s`` times faster, ``s`` uniform in
+            ``[1 − speed, 1 + speed]`` (:class:`keras_dkd.perturb.SpeedPerturb`; 0: none).
+        freq_warp: vocal-tract-length perturbation: each training segment's spectrum scaled in
+            frequency by a factor uniform in ``[1 − freq_warp, 1 + freq_warp]`` (0: none).
         label_smoothing: the cross-entropy's target is ``(1 − ε) · one_hot + ε / K``
             (:func:`keras_dkd.losses.cross_entropy`; 0: none, as in the paper); in a distilled
             student it smooths the cross-entropy term only, not the teacher's distribution.
@@ -314,6 +319,8 @@ class Recipe(_Options):
     time_width: int = 0
     freq_masks: int = 0
     freq_width: int = 0
+    speed: float = 0.0
+    freq_warp: float = 0.0
     label_smoothing: float = 0.0
     dropout: float = 0.0
     ema: float = 0.0
@@ -338,6 +345,8 @@ class Recipe(_Options):
             self._set(name, _number(name, getattr(self, name), low=low, low_open=low_open))
         for name in ("label_smoothing", "dropout", "ema"):
             self._set(name, _number(name, getattr(self, name), low=0, high=1, high_open=True))
+        for name in ("speed", "freq_warp"):
+            self._set(name, _number(name, getattr(self, name), low=0, high=0.5))
         _check(isinstance(self.balance_classes, bool),
                f"balance_classes must be true or false, got {self.balance_classes!r}")
         for name, low in (("warmup_epochs", 0), ("epochs", 1), ("batch_size", 1),

@@ -112,15 +112,21 @@ class Phase:
         from keras_dkd.training import PHASE_SEEDS, train_arrays
 
         recipe = self.options.recipe
-        augment = None
+        augment = []
+        if recipe.speed or recipe.freq_warp:
+            from keras_dkd.features import HIGHFREQ, LOWFREQ
+            from keras_dkd.perturb import SpeedPerturb
+
+            augment.append(SpeedPerturb(speed=recipe.speed, freq_warp=recipe.freq_warp,
+                                        lowfreq=LOWFREQ, highfreq=HIGHFREQ))
         if recipe.time_masks or recipe.freq_masks:
             from keras_dkd.augment import SpecAugment
 
-            augment = SpecAugment(time_masks=recipe.time_masks, time_width=recipe.time_width,
-                                  freq_masks=recipe.freq_masks, freq_width=recipe.freq_width)
+            augment.append(SpecAugment(time_masks=recipe.time_masks, time_width=recipe.time_width,
+                                       freq_masks=recipe.freq_masks, freq_width=recipe.freq_width))
         features, labels = train_arrays(self.bundle)
         cached = None
-        if teacher is not None and (augment is None or not augment.active):
+        if teacher is not None and not any(item.active for item in augment):
             cached = teacher_logits_of(teacher, features)
         return EpochBatches(features, labels, recipe.batch_size,
                             seed=[self.options.seed, PHASE_SEEDS[self.name]], augment=augment,

@@ -54,6 +54,8 @@ _PAPER = {
     "time_width": 0,
     "freq_masks": 0,
     "freq_width": 0,
+    "speed": 0.0,
+    "freq_warp": 0.0,
     "label_smoothing": 0.0,
     "dropout": 0.0,
     "ema": 0.0,
