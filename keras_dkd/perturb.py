@@ -127,7 +127,8 @@ class SpeedPerturb:
             return x.copy()
         n, frames, filters = x.shape
         speed = rng.uniform(1 - self.speed, 1 + self.speed, size=n) if self.speed else None
-        warp = rng.uniform(1 - self.freq_warp, 1 + self.freq_warp, size=n)
+        warp = (rng.uniform(1 - self.freq_warp, 1 + self.freq_warp, size=n) if self.freq_warp
+                else np.ones(n))
         if speed is not None:
             centre = (frames - 1) / 2.0
             source = centre + (np.arange(frames)[None, :] - centre) * speed[:, None]
