@@ -182,8 +182,8 @@ def test_killed_process_resumes_to_the_same_result(reference_run, emodb_data, tm
 @pytest.mark.once
 def test_killed_augmented_process_resumes_to_the_same_result(emodb_data, tmp_path, same_run):
     """The same with SpecAugment masks, speed and frequency-warp perturbation and class-balanced
-    batches, which a resumed process must draw as the killed one would have (they are seeded per seed, epoch and batch, not by
-    process state)."""
+    batches, which a resumed process must draw as the killed one would have (they are seeded per
+    seed, epoch and batch, not by process state)."""
     augment = ["--time-masks", "2", "--time-width", "20", "--freq-masks", "2",
                "--freq-width", "6", "--balance-classes", "--speed", "0.1", "--freq-warp", "0.1"]
     reference, out = tmp_path / "reference", tmp_path / "run"
@@ -201,8 +201,8 @@ def test_killed_augmented_process_resumes_to_the_same_result(emodb_data, tmp_pat
 def test_an_augmented_run_interrupted_and_resumed_ends_identical(tmp_path, same_run,
                                                                   toy_utterances):
     """SpecAugment masks, speed / frequency-warp factors and class-balanced draws are made per
-    (seed, epoch, batch): a run with them, interrupted in its second epoch and resumed, ends with the weights of an
-    uninterrupted one."""
+    (seed, epoch, batch): a run with them, interrupted in its second epoch and resumed, ends with
+    the weights of an uninterrupted one."""
     from keras_dkd import data
     from keras_dkd.options import RunOptions
     from keras_dkd.training import Progress, train
