@@ -345,6 +345,11 @@ def training_options(func):
             "factor uniform in [1 - freq_warp, 1 + freq_warp] (0: none) [recipe's].",
         ),
         click.option(
+            "--mixup", type=click.FloatRange(min=0), metavar="ALPHA", default=None,
+            help="Mixup of training segments in cross-entropy phases, weights ~ Beta(ALPHA, "
+            "ALPHA) (0: none) [recipe's].",
+        ),
+        click.option(
             "--head-init",
             type=click.Choice(HEAD_INITS),
             default=None,

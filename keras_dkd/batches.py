@@ -62,6 +62,9 @@ class EpochBatches(keras.utils.PyDataset):
             Refused with an active ``augment`` (the teacher must see the student's inputs).
         balance_classes: draw each epoch's segments in equal shares per class (see above)
             instead of a permutation of all of them.
+        mixup: a :class:`keras_dkd.mixup.Mixup`, or None: each batch is then mixed after its
+            augmentations, with the same generator, and its labels are soft ``(batch, classes)``
+            targets. Refused with ``teacher_logits``.
 
     Example:
         >>> batches = EpochBatches(x, y, batch_size=32, seed=[0, 1])       # doctest: +SKIP
@@ -70,7 +73,7 @@ class EpochBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, features, labels, batch_size, seed, augment=None,  # noqa: PLR0913
-                 teacher_logits=None, balance_classes=False):
+                 teacher_logits=None, balance_classes=False, mixup=None):
         super().__init__()
         if len(features) != len(labels):
             raise UserError("features and labels differ in length")
@@ -92,6 +95,14 @@ class EpochBatches(keras.utils.PyDataset):
             if len(self.teacher_logits) != len(self.features):
                 raise UserError("teacher logits and features differ in length")
         self.balance_classes = bool(balance_classes)
+        from keras_dkd.mixup import Mixup
+
+        if mixup is not None and not isinstance(mixup, Mixup):
+            raise UserError(f"mixup must be a Mixup or None, got {mixup!r}")
+        if mixup is not None and self.teacher_logits is not None:
+            raise UserError("mixup gives soft targets, which distillation does not take; "
+                            "train the student without mixup")
+        self.mixup = mixup
         self.epoch = 0
         self._order_epoch = None
         self._order = None
@@ -118,15 +129,18 @@ class EpochBatches(keras.utils.PyDataset):
         positions = np.arange(start, start + self.batch_size)
         chosen = np.take(self.order(self.epoch), positions, mode="wrap")
         x = self.features[chosen]  # a copy: masking it leaves self.features as it is
-        if self.augmented:
+        y = self.labels[chosen]
+        if self.augmented or self.mixup is not None:
             rng = self.augment_rng(self.epoch, index)
             for augmentation in self.augment:
                 x = augmentation.apply(x, rng)
+            if self.mixup is not None:
+                x, y = self.mixup.apply(x, y, rng)
         if self.teacher_logits is not None:
             from keras_dkd.distiller import CACHED_LOGITS, FEATURES
 
-            return {FEATURES: x, CACHED_LOGITS: self.teacher_logits[chosen]}, self.labels[chosen]
-        return x, self.labels[chosen]
+            return {FEATURES: x, CACHED_LOGITS: self.teacher_logits[chosen]}, y
+        return x, y
 
     @property
     def augmented(self) -> bool:

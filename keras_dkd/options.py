@@ -275,6 +275,9 @@ class Recipe(_Options):
             ``[1 − speed, 1 + speed]`` (:class:`keras_dkd.perturb.SpeedPerturb`; 0: none).
         freq_warp: vocal-tract-length perturbation: each training segment's spectrum scaled in
             frequency by a factor uniform in ``[1 − freq_warp, 1 + freq_warp]`` (0: none).
+        mixup: Beta parameter of mixup in cross-entropy phases (a teacher, the ``ce`` and
+            ``cnn`` variants; not a distilled student): each training segment mixed with a
+            random partner of its batch, labels alike (:class:`keras_dkd.mixup.Mixup`; 0: none).
         label_smoothing: the cross-entropy's target is ``(1 − ε) · one_hot + ε / K``
             (:func:`keras_dkd.losses.cross_entropy`; 0: none, as in the paper); in a distilled
             student it smooths the cross-entropy term only, not the teacher's distribution.
@@ -321,6 +324,7 @@ class Recipe(_Options):
     freq_width: int = 0
     speed: float = 0.0
     freq_warp: float = 0.0
+    mixup: float = 0.0
     label_smoothing: float = 0.0
     dropout: float = 0.0
     ema: float = 0.0
@@ -347,6 +351,7 @@ class Recipe(_Options):
             self._set(name, _number(name, getattr(self, name), low=0, high=1, high_open=True))
         for name in ("speed", "freq_warp"):
             self._set(name, _number(name, getattr(self, name), low=0, high=0.5))
+        self._set("mixup", _number("mixup", self.mixup, low=0))
         _check(isinstance(self.balance_classes, bool),
                f"balance_classes must be true or false, got {self.balance_classes!r}")
         for name, low in (("warmup_epochs", 0), ("epochs", 1), ("batch_size", 1),

@@ -128,9 +128,15 @@ class Phase:
         cached = None
         if teacher is not None and not any(item.active for item in augment):
             cached = teacher_logits_of(teacher, features)
+        mixup = None
+        if recipe.mixup and teacher is None:  # cross-entropy phases only (keras_dkd.mixup)
+            from keras_dkd.mixup import Mixup
+
+            mixup = Mixup(recipe.mixup, len(self.bundle.class_names))
         return EpochBatches(features, labels, recipe.batch_size,
                             seed=[self.options.seed, PHASE_SEEDS[self.name]], augment=augment,
-                            teacher_logits=cached, balance_classes=recipe.balance_classes)
+                            teacher_logits=cached, balance_classes=recipe.balance_classes,
+                            mixup=mixup)
 
     def _build(self, variant, mode, teacher, steps_per_epoch):
         """The phase's model and what trains it (the model itself, or a Distiller), compiled."""
@@ -150,6 +156,15 @@ class Phase:
         finally:
             keras.config.set_dtype_policy(previous)
         optimizer = make_optimizer(recipe, steps_per_epoch)
+        if mode == "ce" and teacher is None and recipe.mixup:
+            # mixed batches carry soft (batch, classes) targets
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.CategoricalCrossentropy(
+                    from_logits=True, label_smoothing=recipe.label_smoothing),
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            )
+            return model, model
         if mode == "ce" and teacher is None:
             loss = (SparseCrossEntropy(recipe.label_smoothing) if recipe.label_smoothing
                     else keras.losses.SparseCategoricalCrossentropy(from_logits=True))

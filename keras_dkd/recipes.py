@@ -56,6 +56,7 @@ _PAPER = {
     "freq_width": 0,
     "speed": 0.0,
     "freq_warp": 0.0,
+    "mixup": 0.0,
     "label_smoothing": 0.0,
     "dropout": 0.0,
     "ema": 0.0,

@@ -181,11 +181,12 @@ def test_killed_process_resumes_to_the_same_result(reference_run, emodb_data, tm
 
 @pytest.mark.once
 def test_killed_augmented_process_resumes_to_the_same_result(emodb_data, tmp_path, same_run):
-    """The same with SpecAugment masks, speed and frequency-warp perturbation and class-balanced
-    batches, which a resumed process must draw as the killed one would have (they are seeded per
-    seed, epoch and batch, not by process state)."""
+    """The same with SpecAugment masks, speed and frequency-warp perturbation, mixup (in the
+    teacher) and class-balanced batches, which a resumed process must draw as the killed one
+    would have (they are seeded per seed, epoch and batch, not by process state)."""
     augment = ["--time-masks", "2", "--time-width", "20", "--freq-masks", "2",
-               "--freq-width", "6", "--balance-classes", "--speed", "0.1", "--freq-warp", "0.1"]
+               "--freq-width", "6", "--balance-classes", "--speed", "0.1", "--freq-warp", "0.1",
+               "--mixup", "0.4"]
     reference, out = tmp_path / "reference", tmp_path / "run"
     env = {**os.environ, "KERAS_BACKEND": BACKEND}
     command = _command(reference, emodb_data) + augment
@@ -194,15 +195,15 @@ def test_killed_augmented_process_resumes_to_the_same_result(emodb_data, tmp_pat
     _kill_in_second_teacher_epoch_and_rerun(_command(out, emodb_data) + augment, out)
     options = json.loads((out / "config.json").read_text())["options"]
     assert options["time_masks"] == 2 and options["balance_classes"] is True
-    assert options["speed"] == 0.1 and options["freq_warp"] == 0.1
+    assert options["speed"] == 0.1 and options["freq_warp"] == 0.1 and options["mixup"] == 0.4
     same_run(out, reference)
 
 
 def test_an_augmented_run_interrupted_and_resumed_ends_identical(tmp_path, same_run,
                                                                   toy_utterances):
-    """SpecAugment masks, speed / frequency-warp factors and class-balanced draws are made per
-    (seed, epoch, batch): a run with them, interrupted in its second epoch and resumed, ends with
-    the weights of an uninterrupted one."""
+    """SpecAugment masks, speed / frequency-warp factors, mixup and class-balanced draws are made
+    per (seed, epoch, batch): a run with them, interrupted in its second epoch and resumed, ends
+    with the weights of an uninterrupted one."""
     from keras_dkd import data
     from keras_dkd.options import RunOptions
     from keras_dkd.training import Progress, train
@@ -210,7 +211,7 @@ def test_an_augmented_run_interrupted_and_resumed_ends_identical(tmp_path, same_
     options = RunOptions.from_flat(
         dataset="toy", protocol="loso", fold=0, variant="ce", epochs=2, batch_size=4,
         time_masks=2, time_width=20, freq_masks=2, freq_width=6, balance_classes=True,
-        speed=0.1, freq_warp=0.1, cache_dir=str(tmp_path / "c"),
+        speed=0.1, freq_warp=0.1, mixup=0.4, cache_dir=str(tmp_path / "c"),
     )
     bundle = data.prepare_utterances(toy_utterances, ["neutral", "happy", "angry", "sad"],
                                      options.data)
