@@ -24,7 +24,8 @@ Three modes:
   study can be spread over sessions and machines; ``--max-trainings`` bounds one sitting.
   ``--candidates SETTING ...`` adds settings chosen on validation speakers in ``explore`` (e.g.
   ``default:ema=0.98``): ``cnn_mha`` on every fold and seed, after the report's own trainings,
-  compared paired with ``default``.
+  compared paired with ``default``. ``--candidate-seeds`` sets the candidates' seeds;
+  ``SETTING@0,1`` gives one candidate its own (e.g. a second seed for one of them).
 
 Example (the command behind docs/results/recipes.md)::
 
@@ -265,10 +266,22 @@ def _plan(seeds, folds, candidates=(), candidate_seeds=None):
     others = [(recipe, variant) for recipe, variant in FINAL if recipe != "default"]
     for fold in folds:  # fold by fold, so that a partial study compares them on the same folds
         plan += [(recipe, variant, fold, seeds[0]) for recipe, variant in others]
-    for setting in candidates:
-        plan += [(setting, "cnn_mha", fold, seed) for seed in candidate_seeds or seeds
-                 for fold in folds]
+    for spec in candidates:
+        setting, seeds_of = _candidate_seeds(spec, candidate_seeds or seeds)
+        plan += [(setting, "cnn_mha", fold, seed) for seed in seeds_of for fold in folds]
     return plan
+
+
+def _candidate_seeds(spec: str, seeds) -> tuple[str, list[int]]:
+    """``SETTING[@SEED,...]``: the setting, and its own seeds if given (else ``seeds``)."""
+    setting, at, text = spec.partition("@")
+    if not at:
+        return setting, list(seeds)
+    try:
+        own = [int(item) for item in text.split(",")]
+    except ValueError:
+        sys.exit(f"error: bad seeds in candidate {spec!r}; write SETTING@0,1")
+    return setting, own
 
 
 def _setting(record) -> str:
@@ -476,7 +489,8 @@ def main() -> None:
     f.add_argument("--results", default=str(ROOT / "docs" / "results"))
     f.add_argument("--candidates", nargs="*", default=[],
                    help="settings chosen on validation speakers (e.g. default:ema=0.98) to "
-                        "train for cnn_mha on every fold and seed after the report's own")
+                        "train for cnn_mha on every fold and seed after the report's own; "
+                        "SETTING@0,1 gives one its own seeds")
     f.add_argument("--candidate-seeds", type=int, nargs="+", default=None,
                    help="the seeds of the candidates (default: --seeds)")
     f.add_argument("--max-trainings", type=int, default=None,
