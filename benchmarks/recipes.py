@@ -400,6 +400,9 @@ def _markdown(study) -> str:
         paired = _paired(records, a, b)
         if paired:
             lines += ["", paired]
+    agreement = _validation_agreement(records)
+    if agreement:
+        lines += ["", agreement]
     if any(recipe == "headfusion" for recipe, _ in settings):
         lines += ["", "`headfusion` drops utterances of 2 s or less from the test speaker too: "
                   "its test UA is over fewer utterances than the other rows'."]
@@ -433,6 +436,33 @@ def _paired(records, a, b) -> str:
     w = stats.wilcoxon(diff) if np.any(diff) else None
     return (text + f"; paired t-test p {_p(t.pvalue)}"
             + (f", Wilcoxon p {_p(w.pvalue)}" if w else "") + ".")
+
+
+def _validation_agreement(records) -> str:
+    """How well a candidate's validation difference from ``default`` (selected epoch, same
+    fold and seed, so the same validation speakers) foretells its test difference: the
+    correlation over every candidate training with a ``default`` pair."""
+    base = {(r["fold"], r["seed"]): r for r in records
+            if _setting(r) == "default" and r["variant"] == "cnn_mha"}
+    pairs = [(r["val_ua"] - base[(r["fold"], r["seed"])]["val_ua"],
+              r["ua"] - base[(r["fold"], r["seed"])]["ua"])
+             for r in records if _setting(r).startswith("default:") and r["variant"] == "cnn_mha"
+             and (r["fold"], r["seed"]) in base and r.get("val_ua") is not None
+             and base[(r["fold"], r["seed"])].get("val_ua") is not None]
+    if len(pairs) < 10:
+        return ""
+    from scipy import stats
+
+    val, test = (np.array(column) * 100 for column in zip(*pairs, strict=True))
+    r = stats.pearsonr(val, test)
+    rho = stats.spearmanr(val, test)
+    agree = np.mean(np.sign(val[val != 0]) == np.sign(test[val != 0])) * 100
+    return (f"Does validation foretell test? Over the {len(pairs)} candidate trainings paired "
+            f"with `default` (same fold and seed), the validation difference (selected epoch, "
+            f"sd {val.std(ddof=1):.1f} points) against the test difference (sd "
+            f"{test.std(ddof=1):.1f}): Pearson r = {r.statistic:+.2f} (p {_p(r.pvalue)}), "
+            f"Spearman ρ = {rho.statistic:+.2f}; the signs agree in {agree:.0f} % of the pairs "
+            f"whose validation differs.")
 
 
 def _p(value) -> str:
