@@ -9,6 +9,8 @@ import numpy as np
 
 from keras_dkd.augment import SpecAugment
 from keras_dkd.errors import UserError
+from keras_dkd.mixup import Mixup
+from keras_dkd.perturb import SpeedPerturb
 
 __all__ = ["EpochBatches"]
 
@@ -95,8 +97,6 @@ class EpochBatches(keras.utils.PyDataset):
             if len(self.teacher_logits) != len(self.features):
                 raise UserError("teacher logits and features differ in length")
         self.balance_classes = bool(balance_classes)
-        from keras_dkd.mixup import Mixup
-
         if mixup is not None and not isinstance(mixup, Mixup):
             raise UserError(f"mixup must be a Mixup or None, got {mixup!r}")
         if mixup is not None and self.teacher_logits is not None:
@@ -148,7 +148,8 @@ class EpochBatches(keras.utils.PyDataset):
         return any(augmentation.active for augmentation in self.augment)
 
     def augment_rng(self, epoch: int, index: int) -> np.random.Generator:
-        """The generator of the masks of batch ``index`` in ``epoch``."""
+        """The generator of batch ``index`` in ``epoch``: its augmentations draw from it in
+        order, then its mixup."""
         return np.random.default_rng([*self.seed, int(epoch), int(index), _AUGMENT_TAG])
 
 
@@ -167,8 +168,6 @@ def _balanced_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _augmentations(augment) -> tuple:
     """``augment`` as a tuple of augmentations (see :class:`EpochBatches`)."""
-    from keras_dkd.perturb import SpeedPerturb
-
     if augment is None:
         return ()
     items = augment if isinstance(augment, list | tuple) else [augment]
