@@ -23,8 +23,12 @@ unless ``recipe=`` / ``--recipe`` names another) and apply the options given exp
   weights (``ema=0.98``), dropout 0.3, class-balanced batches (``balance_classes``) and denser
   training segments each lowered validation UA over 10 folds (paired), so they stay off; a
   weight decay of 0.5 and ``label_smoothing`` 0.1 did not raise it (within the noise of
-  retraining ``default`` itself), so they stay off too. ``default``'s weight decay of 1e-4
-  is, in effect, none (Keras decays by ``lr · wd`` per step: 0.003 % over a run).
+  retraining ``default`` itself), so they stay off too, as do speed and vocal-tract-length
+  perturbation (``speed`` / ``freq_warp`` 0.1, 10 folds × 2 seeds each) and ``mixup`` 0.4.
+  ``default``'s weight decay of 1e-4 is, in effect, none (Keras decays by ``lr · wd`` per
+  step: 0.003 % over a run). One validation speaker per fold is a weak judge: over the
+  candidates, the validation difference from ``default`` does not foretell the test
+  difference (``docs/results/recipes.md``).
 
 Example:
     >>> recipe_values("headfusion")["schedule"]
