@@ -156,23 +156,16 @@ class Phase:
         finally:
             keras.config.set_dtype_policy(previous)
         optimizer = make_optimizer(recipe, steps_per_epoch)
-        if mode == "ce" and teacher is None and recipe.mixup:
-            # mixed batches carry soft (batch, classes) targets
-            model.compile(
-                optimizer=optimizer,
-                loss=keras.losses.CategoricalCrossentropy(
-                    from_logits=True, label_smoothing=recipe.label_smoothing),
-                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            )
-            return model, model
         if mode == "ce" and teacher is None:
-            loss = (SparseCrossEntropy(recipe.label_smoothing) if recipe.label_smoothing
-                    else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            model.compile(
-                optimizer=optimizer,
-                loss=loss,
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            )
+            if recipe.mixup:  # mixed batches carry soft (batch, classes) targets
+                loss = keras.losses.CategoricalCrossentropy(
+                    from_logits=True, label_smoothing=recipe.label_smoothing)
+                accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+            else:
+                loss = (SparseCrossEntropy(recipe.label_smoothing) if recipe.label_smoothing
+                        else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])
             return model, model
         trainer = Distiller(teacher, model, mode=mode, alpha=recipe.alpha, beta=recipe.beta,
                             temperature=recipe.temperature, warmup_epochs=recipe.warmup_epochs,
