@@ -38,6 +38,10 @@ test keep each utterance's segments at a 0.4-s hop together (:class:`UtteranceSe
 shorter than 2 s are zero-padded to one segment; ``drop_short=True`` drops utterances of 2 s or
 less (Head Fusion), and ``describe()`` counts them.
 
+**Speaker normalisation.** With ``speaker_norm=True`` every utterance's segments are
+standardised per filter with its speaker's statistics (:mod:`keras_dkd.speaker_norm`), the
+validation and test speakers' with their own.
+
 **Cache.** Features are computed once per (corpus, config, TFDS split, hop) and stored on disk by
 :class:`keras_dkd.cache.FeatureCache`: a second run recomputes nothing, and a change of parameters
 or of the data gives a new entry. :func:`cache_stats` counts computations.
@@ -343,6 +347,10 @@ def utterance_set(options: DataOptions, split=None, *, seed: int = 0):
                                           options.manifest),
                          options.drop_short, options.padding)
     per_utt = cache.segments(records, [options.eval_hop])[0]
+    if options.speaker_norm:
+        from keras_dkd.speaker_norm import standardise_by_speaker
+
+        per_utt = standardise_by_speaker(records, [per_utt])[0][0]
     result = _assemble(records, range(len(records)), per_utt, class_names, options.eval_hop)
     return result, class_names
 
@@ -394,6 +402,10 @@ def prepare_utterances(
     train_hop, eval_hop = options.train_hop, options.eval_hop
     train_seg, eval_seg = cache.segments(records, [train_hop, eval_hop])
     stats_after = cache_stats()
+    if options.speaker_norm:  # each speaker on their own statistics (keras_dkd.speaker_norm)
+        from keras_dkd.speaker_norm import standardise_by_speaker
+
+        (train_seg, eval_seg), _ = standardise_by_speaker(records, [train_seg, eval_seg])
 
     train_set = _assemble(records, train_idx, train_seg, class_names, train_hop)
     val_set = _assemble(records, val_idx, eval_seg, class_names, eval_hop) if val_idx else None

@@ -148,6 +148,10 @@ class DataOptions(_Options):
         val_fraction: share of the training utterances held out for validation (0: none).
         normalize: per-filter standardisation with the training split's statistics, inside
             the model.
+        speaker_norm: per-speaker standardisation of the features, each speaker's utterances
+            with that speaker's own per-filter statistics, before the model
+            (:mod:`keras_dkd.speaker_norm`; validation and test speakers with their own,
+            from their unlabelled audio).
         drop_short: drop utterances of 2 s or less instead of zero-padding them (Head Fusion).
         max_utterances: a seeded stratified subset of this many utterances (quick runs).
         train_hop, eval_hop: the hop, in seconds, of the 2-s training segments (1 s) and of the
@@ -174,6 +178,7 @@ class DataOptions(_Options):
     split_seed: int | None = None
     val_fraction: float = 0.1
     normalize: bool = False
+    speaker_norm: bool = False
     drop_short: bool = False
     max_utterances: int | None = None
     train_hop: float = 1.0
@@ -216,7 +221,7 @@ class DataOptions(_Options):
             self._set("split_seed", _number("split_seed", self.split_seed, low=0, integer=True))
         self._set("val_fraction", _number("val_fraction", self.val_fraction, low=0, high=1,
                                           high_open=True))
-        for name in ("normalize", "drop_short"):
+        for name in ("normalize", "speaker_norm", "drop_short"):
             _check(isinstance(getattr(self, name), bool),
                    f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.max_utterances is not None:

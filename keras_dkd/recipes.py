@@ -43,6 +43,7 @@ __all__ = ["RECIPES", "recipe_values"]
 
 _PAPER = {
     "normalize": False,
+    "speaker_norm": False,
     "padding": "zero",
     "drop_short": False,
     "optimizer": "adam",
