@@ -378,6 +378,13 @@ def training_options(func):
             "[recipe's].",
         ),
         click.option(
+            "--speaker-norm/--no-speaker-norm",
+            default=None,
+            help="Standardise each speaker's features with that speaker's own per-filter "
+            "statistics (validation and test speakers with theirs, from their unlabelled audio) "
+            "[recipe's].",
+        ),
+        click.option(
             "--drop-short/--keep-short",
             default=None,
             help="Drop utterances of 2 s or less (from every split, the Head Fusion code's "

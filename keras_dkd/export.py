@@ -5,7 +5,9 @@
 
 ``serving_default``
     input ``features``: float32 ``[None, 197, 40]`` (log filter-bank segments, as the model
-    takes them) -> ``logits`` and ``probabilities``, float32 ``[None, num_classes]``.
+    takes them) -> ``logits`` and ``probabilities``, float32 ``[None, num_classes]``. A model
+    trained on speaker-normalised features takes them standardised (the client's job, with the
+    speaker's statistics: :mod:`keras_dkd.speaker_norm`).
 ``classify_waveform``
     input ``waveform``: float32 ``[None]``, one utterance of any length, 16 kHz mono, on the scale
     :func:`keras_dkd.audio.read_audio` returns (samples in [-1, 1]). In the graph: utterances
@@ -15,7 +17,9 @@
     grow with the utterance) -> ``probabilities`` float32 ``[num_classes]`` (softmax of the
     mean logits), ``class_id`` int64 scalar and ``label`` string scalar (the model's class
     names). It gives the answer of ``keras-dkd predict``. An empty waveform is an
-    ``InvalidArgument`` error.
+    ``InvalidArgument`` error. For a model trained on speaker-normalised features the
+    utterance is standardised on its own frames in the graph (its own speaker, as ``predict``
+    with one file), so digital silence alone is an ``InvalidArgument`` error too.
 
 The export always runs under the TensorFlow backend, which traces the Keras model into a native
 TensorFlow graph (a JAX or torch process would need jax2tf, whose ``XlaCallModule`` op stock TF
@@ -252,9 +256,11 @@ def serving_functions(model) -> dict:
     # shorter than 2 s is padded to one segment as the model was trained (zeros, or the
     # waveform repeated). Each segment's features are computed on its own samples (its first
     # sample is not pre-emphasised against the one before it).
-    from keras_dkd.models import get_padding
+    from keras_dkd.models import get_padding, get_speaker_norm
+    from keras_dkd.speaker_norm import MIN_STD, REAL_FRAME_ABOVE
 
     repeat = get_padding(model) == "repeat"
+    speaker_norm = get_speaker_norm(model)
     frontend = fbank.LogFBank()
     segment = int(round(fbank.SEGMENT_SECONDS * fbank.SAMPLE_RATE))
     hop = int(round(fbank.EVAL_HOP_SECONDS * fbank.SAMPLE_RATE))
@@ -273,19 +279,62 @@ def serving_functions(model) -> dict:
             return tf.gather(waveform, tf.range(length) % tf.size(waveform))
         return tf.pad(waveform, [[0, tf.maximum(segment - tf.size(waveform), 0)]])
 
+    def moments(frames):
+        """``(count, sum, sum of squares)`` over the real frames of ``[n, filters]`` frames."""
+        real = tf.boolean_mask(frames, tf.reduce_any(frames > REAL_FRAME_ABOVE, axis=1))
+        real = tf.cast(real, tf.float64)
+        return (tf.cast(tf.shape(real)[0], tf.float64), tf.reduce_sum(real, axis=0),
+                tf.reduce_sum(tf.square(real), axis=0))
+
+    def standardiser(count_, total, squares):
+        """A speaker-normalised model's transform from its utterance's moments: the utterance
+        is its own speaker, as in keras-dkd predict with one file."""
+        tf.debugging.assert_greater(
+            count_, tf.constant(0.0, tf.float64),
+            message="the utterance holds only digital silence; a model trained on "
+                    "speaker-normalised features needs speech to standardise with")
+        mean = total / count_
+        std = tf.maximum(tf.sqrt(tf.maximum(squares / count_ - tf.square(mean), 0.0)),
+                         MIN_STD)
+        mean, std = tf.cast(mean, tf.float32), tf.cast(std, tf.float32)
+        return lambda features: (features - mean) / std
+
+    def chunk_of(waveform, first, count):
+        """The samples of segments ``first .. first + batch_size`` (fewer at the end)."""
+        n = tf.minimum(batch_size, count - first)
+        start = first * hop
+        return waveform[start : start + (n - 1) * hop + segment]
+
+    def utterance_standardiser(waveform, count):
+        """:func:`standardiser` of a padded waveform, its features computed batch by batch
+        (bounded memory, as the logits)."""
+        def add(first, count_, total, squares):
+            feats = frontend(tf.signal.frame(chunk_of(waveform, first, count), segment, hop))
+            more = moments(tf.reshape(feats, [-1, filters]))
+            return (first + batch_size, count_ + more[0], total + more[1], squares + more[2])
+
+        zeros = tf.zeros([filters], tf.float64)
+        _, count_, total, squares = tf.while_loop(
+            lambda first, *_: first < count, add,
+            [tf.constant(0), tf.constant(0.0, tf.float64), zeros, zeros],
+            parallel_iterations=1,
+        )
+        return standardiser(count_, total, squares)
+
     def mean_logits(waveform):
         """The mean segment logits of one utterance (float32 ``[num_classes]``)."""
         waveform = padded(waveform)
         count = 1 + (tf.size(waveform) - segment) // hop  # segments
+        transform = utterance_standardiser(waveform, count) if speaker_norm else None
 
         # Segment logits are summed batch by batch, so memory stays bounded by the batch size
         # whatever the length of the utterance (an hour of audio has 9000 segments).
         def add_batch(first, total):
-            n = tf.minimum(batch_size, count - first)
-            start = first * hop
-            chunk = waveform[start : start + (n - 1) * hop + segment]
-            segments = tf.signal.frame(chunk, segment, hop)  # (n, 2 s of samples)
-            logits = tf.cast(model(frontend(segments), training=False), tf.float32)
+            segments = tf.signal.frame(chunk_of(waveform, first, count), segment, hop)
+            feats = frontend(segments)  # (n, 197, 40)
+            if transform is not None:
+                feats = transform(feats)
+            logits = tf.cast(model(feats, training=False), tf.float32)
             return first + batch_size, total + tf.reduce_sum(logits, axis=0)
 
         _, total = tf.while_loop(
@@ -348,7 +397,10 @@ def serving_functions(model) -> dict:
             tf.size(waveform), 0, message="classify_waveform: the waveform is empty"
         )
         segments = tf.signal.frame(padded(waveform), segment, hop)
-        logits = tf.cast(model(frontend(segments), training=False), tf.float32)
+        feats = frontend(segments)
+        if speaker_norm:
+            feats = standardiser(*moments(tf.reshape(feats, [-1, filters])))(feats)
+        logits = tf.cast(model(feats, training=False), tf.float32)
         return answer(tf.reduce_mean(logits, axis=0), label=False)
 
     waveform_spec = [tf.TensorSpec([None], tf.float32, name="waveform")]
@@ -390,7 +442,8 @@ def write_onnx(model, folder) -> dict[str, Path]:
       grows with the utterance: for hours of audio, run ``features.onnx`` on chunks).
 
     ONNX graphs carry no string tensors here: the class names are in each file's metadata
-    (``metadata_props``: ``class_names``, a JSON list; ``padding``; ``keras_dkd_version``).
+    (``metadata_props``: ``class_names``, a JSON list; ``padding``; ``speaker_norm``, JSON
+    ``true`` when ``features.onnx`` takes speaker-standardised features; ``keras_dkd_version``).
     Must run under the TensorFlow backend; needs the ``onnx`` extra (tf2onnx, onnx).
 
     Args:
@@ -428,11 +481,13 @@ def write_onnx(model, folder) -> dict[str, Path]:
             np.object = object
 
     from keras_dkd import __version__
-    from keras_dkd.models import get_padding
+    from keras_dkd.models import get_padding, get_speaker_norm
 
     functions = serving_functions(model)
     metadata = {"class_names": json.dumps(_class_names(model)),
-                "padding": get_padding(model), "keras_dkd_version": __version__}
+                "padding": get_padding(model),
+                "speaker_norm": json.dumps(get_speaker_norm(model)),
+                "keras_dkd_version": __version__}
     paths = {}
     for name, key in (("features", FEATURES_SIGNATURE), ("waveform", "waveform_numeric")):
         fn, spec = functions[key]

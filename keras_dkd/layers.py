@@ -578,14 +578,16 @@ class GlobalAveragePool(_LayoutLayer):
 class Logits(keras.layers.Layer):
     """Identity layer that names the classes of the logits it passes through.
 
-    keras-dkd models end with this layer, so a ``.keras`` file carries its class names, and how
+    keras-dkd models end with this layer, so a ``.keras`` file carries its class names, how
     an utterance shorter than one segment was padded in training (predict and export pad the
-    same way).
+    same way), and whether its features were standardised per speaker (predict does the same).
 
     Args:
         class_names: one name per logit, in order.
         padding: ``"zero"`` or ``"repeat"``: the padding of short utterances the model was
             trained with.
+        speaker_norm: whether the model was trained on speaker-normalised features
+            (:mod:`keras_dkd.speaker_norm`).
 
     Returns:
         Its input, unchanged.
@@ -596,7 +598,7 @@ class Logits(keras.layers.Layer):
         ['neutral', 'happy', 'angry', 'sad']
     """
 
-    def __init__(self, class_names, padding="zero", **kwargs):
+    def __init__(self, class_names, padding="zero", speaker_norm=False, **kwargs):
         # float32 whatever the global dtype policy: the logits a model returns (and its
         # softmax, losses and exports downstream) stay float32 under mixed precision.
         kwargs["dtype"] = "float32"
@@ -606,8 +608,11 @@ class Logits(keras.layers.Layer):
             raise UserError(f"class_names must be non-empty and distinct, got {names}")
         if padding not in ("zero", "repeat"):
             raise UserError(f"padding must be 'zero' or 'repeat', got {padding!r}")
+        if not isinstance(speaker_norm, bool):
+            raise UserError(f"speaker_norm must be true or false, got {speaker_norm!r}")
         self.class_names = names
         self.padding = padding
+        self.speaker_norm = speaker_norm
 
     def build(self, input_shape):
         if input_shape[-1] is not None and input_shape[-1] != len(self.class_names):
@@ -625,4 +630,5 @@ class Logits(keras.layers.Layer):
         config = super().get_config()
         config["class_names"] = list(self.class_names)
         config["padding"] = self.padding
+        config["speaker_norm"] = self.speaker_norm
         return config

@@ -35,6 +35,7 @@ __all__ = [
     "build_model",
     "get_class_names",
     "get_padding",
+    "get_speaker_norm",
     "recommended_jit_compile",
 ]
 
@@ -84,7 +85,7 @@ def _normalization_layer(normalization):
     return keras.layers.Normalization(axis=-1, mean=mean, variance=variance, name="normalization")
 
 
-def build_model(
+def build_model(  # noqa: PLR0913 (each is one documented property of the network)
     variant="cnn_mha",
     num_classes=4,
     heads=4,
@@ -95,6 +96,7 @@ def build_model(
     dropout=0.0,
     head_init="fused",
     padding="zero",
+    speaker_norm=False,
 ):
     """Build the DKDFMH network (or its "cnn" ablation) as a functional ``keras.Model``.
 
@@ -115,6 +117,8 @@ def build_model(
             ``"per_head"`` (Glorot over each head's 1x1 convolution).
         padding: how short utterances were padded for training (``"zero"`` or ``"repeat"``),
             recorded in the ``Logits`` layer so that predict and export pad the same way.
+        speaker_norm: whether the features were standardised per speaker for training
+            (:mod:`keras_dkd.speaker_norm`), recorded in the ``Logits`` layer for predict.
 
     Returns:
         A ``keras.Model`` with input ``features`` of shape (None, 197, 40), float32, and raw
@@ -148,7 +152,8 @@ def build_model(
     if dropout:
         x = keras.layers.Dropout(float(dropout), name="dropout")(x)
     x = keras.layers.Dense(len(names), name="dense")(x)
-    outputs = Logits(class_names=names, padding=padding, name="logits")(x)
+    outputs = Logits(class_names=names, padding=padding, speaker_norm=speaker_norm,
+                     name="logits")(x)
     return keras.Model(inputs, outputs, name=name or variant)
 
 
@@ -189,6 +194,20 @@ def get_padding(model) -> str:
         if isinstance(layer, Logits):
             return getattr(layer, "padding", "zero")
     return "zero"
+
+
+def get_speaker_norm(model) -> bool:
+    """Whether a keras-dkd model was trained on speaker-normalised features (False for models
+    saved before it was recorded).
+
+    Example:
+        >>> get_speaker_norm(build_model(speaker_norm=True))
+        True
+    """
+    for layer in reversed(getattr(model, "layers", [])):
+        if isinstance(layer, Logits):
+            return bool(getattr(layer, "speaker_norm", False))
+    return False
 
 
 def recommended_jit_compile(backend=None):

@@ -152,7 +152,8 @@ class Phase:
             model = build_model(variant=variant, class_names=self.bundle.class_names,
                                 normalization=self.bundle.normalization, name=self.name,
                                 dropout=recipe.dropout, head_init=recipe.head_init,
-                                padding=self.options.data.padding)
+                                padding=self.options.data.padding,
+                                speaker_norm=self.options.data.speaker_norm)
         finally:
             keras.config.set_dtype_policy(previous)
         optimizer = make_optimizer(recipe, steps_per_epoch)

@@ -14,6 +14,12 @@ utterances (recorded in the model, :func:`keras_dkd.models.get_padding`): with z
 waveform repeated (``padding=`` overrides it). A model trained on repeat-padded segments has
 never seen digital silence. Files of 2 s or more are not padded, whatever ``padding`` says.
 
+A model trained on speaker-normalised features (:mod:`keras_dkd.speaker_norm`, recorded in the
+model, :func:`keras_dkd.models.get_speaker_norm`) takes the files of one call as **one speaker's**
+utterances: a first pass over them gathers that speaker's per-filter statistics, and the second
+standardises every segment with them before the model sees it (one file alone is standardised on
+itself). Predict one speaker's files per call.
+
 Segments of consecutive files share model batches, so many short files run as fast as one long
 one. A file that cannot be used (missing, empty, not audio, NaN samples, shorter than
 ``min_seconds``, ...) gets an ``"error"`` entry with a one-line message naming it; the other files'
@@ -193,6 +199,35 @@ class _Batcher:
         np.add.at(self.counts, owners_now, 1)
 
 
+def _speaker_transform(paths, stream, errors):
+    """The first pass of a speaker-normalised model: the files' per-filter statistics, as one
+    speaker's; returns the standardising function (None if no file could be read). Files
+    that cannot be read get their error in ``errors`` here."""
+    from keras_dkd.speaker_norm import SpeakerStats, standardise
+
+    stats = SpeakerStats()
+    for index, path in enumerate(paths):
+        before = stats.count, stats.total.copy(), stats.squares.copy()
+        try:
+            for segments in stream_segments(Path(path), **stream):
+                stats.add(segments)
+        except AudioError as error:
+            errors[index] = str(error)
+            stats.count, stats.total, stats.squares = before
+    if stats.count == 0:
+        return None if len(errors) == len(paths) else _silence_error(paths, errors)
+    mean, std = stats.mean_std()
+    return lambda segments: standardise(segments, mean, std)
+
+
+def _silence_error(paths, errors):
+    """Every readable file is digital silence: nothing to standardise with."""
+    for index, path in enumerate(paths):
+        errors.setdefault(index, f"{path}: holds only digital silence; a model trained on "
+                                 "speaker-normalised features needs speech to standardise with")
+    return None
+
+
 def predict_files(
     model,
     paths,
@@ -231,7 +266,7 @@ def predict_files(
         >>> [r.get("label", r.get("error")) for r in results]              # doctest: +SKIP
         ['happy', 'missing.wav: no such file; check the path']
     """
-    from keras_dkd.models import get_class_names, get_padding
+    from keras_dkd.models import get_class_names, get_padding, get_speaker_norm
 
     if padding is None:
         padding = get_padding(model)
@@ -248,13 +283,17 @@ def predict_files(
     class_names = list(get_class_names(model))
     batcher = _Batcher(model, batch_size, len(paths), len(class_names))
     errors: dict[int, str] = {}
+    stream = {"hop_seconds": hop_seconds, "block_seconds": block_seconds,
+              "min_seconds": min_seconds, "padding": padding}
+    transform = None
+    if get_speaker_norm(model):
+        transform = _speaker_transform(paths, stream, errors)
     for index, path in enumerate(paths):
+        if index in errors:
+            continue
         try:
-            for segments in stream_segments(
-                Path(path), hop_seconds=hop_seconds, block_seconds=block_seconds,
-                min_seconds=min_seconds, padding=padding,
-            ):
-                batcher.add(segments, index)
+            for segments in stream_segments(Path(path), **stream):
+                batcher.add(segments if transform is None else transform(segments), index)
         except AudioError as error:
             errors[index] = str(error)
             batcher.discard(index)

@@ -37,10 +37,15 @@ import numpy as np
 from keras_dkd import features as F
 from keras_dkd.errors import UserError
 
-__all__ = ["SpeakerStats", "speaker_stats", "standardise", "standardise_by_speaker"]
+__all__ = ["MIN_STD", "REAL_FRAME_ABOVE", "SpeakerStats", "speaker_stats", "standardise",
+           "standardise_by_speaker"]
 
 _FLOOR = float(np.log(F._EPS))
-_MIN_STD = 1e-3  # a filter that never moves (e.g. one utterance of pure tone) is only centred
+REAL_FRAME_ABOVE = _FLOOR + 1e-3
+"""A frame is real (counted in the statistics) if a filter lies above this: not every filter
+at the floor ``log(eps)`` of digital silence and zero padding."""
+MIN_STD = 1e-3
+"""The least deviation divided by: a filter that never moves is only centred."""
 
 
 class SpeakerStats:
@@ -58,7 +63,7 @@ class SpeakerStats:
 
     def add(self, segments: np.ndarray) -> None:
         frames = np.asarray(segments, np.float64).reshape(-1, segments.shape[-1])
-        real = frames[np.any(frames > _FLOOR + 1e-3, axis=1)]
+        real = frames[np.any(frames > REAL_FRAME_ABOVE, axis=1)]
         self.count += len(real)
         self.total += real.sum(axis=0)
         self.squares += np.square(real).sum(axis=0)
@@ -74,7 +79,7 @@ class SpeakerStats:
                             "only silence; leave speaker_norm off for it")
         mean = self.total / self.count
         var = np.maximum(self.squares / self.count - np.square(mean), 0.0)
-        std = np.maximum(np.sqrt(var), _MIN_STD)
+        std = np.maximum(np.sqrt(var), MIN_STD)
         return mean.astype(np.float32), std.astype(np.float32)
 
 

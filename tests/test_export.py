@@ -690,3 +690,48 @@ def test_repeat_padded_models_are_served_with_repeat_padding(tmp_path, emodb_dir
         np.testing.assert_allclose(got, probs, atol=1e-3, rtol=0)
         gaps.append(np.abs(np.subtract(probs, [other["probabilities"][c] for c in CLASSES])).max())
     assert max(gaps) > 3e-3  # the padding matters more than the export's tolerance
+
+
+def test_speaker_normalised_models_standardise_each_utterance_in_the_graph(tmp_path, emodb_dir):
+    """A model trained on speaker-normalised features records it; its waveform signatures
+    standardise each utterance on its own frames, equal to keras-dkd predict with that one file,
+    and refuse an utterance of digital silence."""
+    import keras
+    import soundfile
+    import tensorflow as tf
+
+    from keras_dkd.export import export_saved_model
+    from keras_dkd.models import build_model
+    from keras_dkd.predict import predict_files
+
+    wavs = sorted((emodb_dir / "wav").glob("08*.wav"))[:2]
+    keras.utils.set_random_seed(4)
+    model = build_model(speaker_norm=True)
+    dense = model.get_layer("dense")
+    dense.kernel.assign(dense.kernel * 30.0)
+    loaded = tf.saved_model.load(str(export_saved_model(model, tmp_path / "exports")))
+    classify = loaded.signatures["classify_waveform"]
+    for wav in wavs:
+        (want,) = predict_files(model, [wav])
+        audio, _ = soundfile.read(wav, dtype="float32")
+        got = classify(waveform=tf.constant(audio))["probabilities"].numpy()
+        np.testing.assert_allclose(got, [want["probabilities"][c] for c in CLASSES],
+                                   atol=1e-3, rtol=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="only digital silence"):
+        classify(waveform=tf.zeros([48000]))
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    from keras_dkd.audio import read_audio
+    from keras_dkd.export import write_onnx
+
+    (tmp_path / "onnx").mkdir()
+    paths = write_onnx(model, tmp_path / "onnx")
+    meta = {p.key: p.value for p in onnx.load(str(paths["waveform"])).metadata_props}
+    assert json.loads(meta["speaker_norm"]) is True
+    session = ort.InferenceSession(str(paths["waveform"]))
+    (want,) = predict_files(model, [wavs[0]])
+    out = session.run(None, {"waveform": read_audio(wavs[0])})
+    names = [o.name for o in session.get_outputs()]
+    np.testing.assert_allclose(dict(zip(names, out, strict=True))["probabilities"],
+                               [want["probabilities"][c] for c in CLASSES], atol=1e-3, rtol=0)
