@@ -22,6 +22,7 @@ from keras_dkd.options import (
     PROTOCOLS,
     SCHEDULES,
     SELECTIONS,
+    VAL_ORDERS,
     VARIANTS,
 )
 from keras_dkd.recipes import RECIPES
@@ -370,6 +371,15 @@ def training_options(func):
             default=0.1,
             show_default=True,
             help="Share of training utterances held out for model selection.",
+        ),
+        click.option(
+            "--val-order",
+            type=click.Choice(VAL_ORDERS),
+            default="rotate",
+            show_default=True,
+            help="loso: validate on the speakers that follow the test speakers in corpus order "
+            "(rotate: every speaker validates in one fold per seed) or on a seeded shuffle "
+            "that is the same in every fold (seeded, before 2026-12-01).",
         ),
         click.option(
             "--normalize/--no-normalize",

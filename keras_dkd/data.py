@@ -27,10 +27,15 @@ It is three steps, each usable on its own:
 
 **Validation** (for model selection; the test set is never used for it) is carved from the
 training utterances: with ``"random"``, a seeded label-stratified ``val_fraction`` of them; with
-``"loso"``, whole speakers of the training groups (in a seeded order: the first, plus the next
-ones while that brings the count closer to ``val_fraction`` of the training utterances, keeping at
-least one training speaker), so that validation is speaker-independent like the test. Records
-without speakers fall back to the stratified fraction. ``val_fraction=0`` gives no validation set
+``"loso"``, whole speakers of the training groups (the first in ``val_order``'s order, plus the
+next ones while that brings the count closer to ``val_fraction`` of the training utterances,
+keeping at least one training speaker), so that validation is speaker-independent like the test.
+``val_order="rotate"`` orders the training speakers as they follow the test speakers in the
+sorted list of the corpus' speakers, starting ``seed`` speakers later: fold k of EmoDB validates
+on the speaker after speaker k (seed 0), so every speaker validates in one fold per seed.
+``"seeded"`` (before 2026-12-01) shuffles the training speakers with the seed alone: the same
+shuffle in every fold, so one speaker validated most folds. Records without speakers fall back
+to the stratified fraction. ``val_fraction=0`` gives no validation set
 (``bundle.val`` is None).
 
 **Segments.** Training uses 2-s segments with a 1-s hop (``bundle.train_set``); validation and
@@ -393,7 +398,8 @@ def prepare_utterances(
     train_idx, test_idx, test_group = _test_split(records, options, groups, split_seed,
                                                   subset_size)
     train_idx, val_idx, val_speakers = _validation_split(
-        records, train_idx, options.protocol, options.val_fraction, split_seed
+        records, train_idx, options.protocol, options.val_fraction, split_seed,
+        order=options.val_order, test_idx=test_idx,
     )
 
     cache = FeatureCache(options.cache_dir, options.dataset, options.config, version,
@@ -529,7 +535,8 @@ def _random_split(records: Sequence[Utterance], seed: int) -> tuple[list[int], l
     return sorted(order[n_test:].tolist()), sorted(order[:n_test].tolist())
 
 
-def _validation_split(records, train_idx, protocol, val_fraction, seed):
+def _validation_split(records, train_idx, protocol, val_fraction, seed, *, order="rotate",
+                      test_idx=()):
     """``(train, val, val_speakers)`` positions; see the module docstring."""
     if val_fraction <= 0 or len(train_idx) < 2:
         return list(train_idx), [], []
@@ -540,7 +547,10 @@ def _validation_split(records, train_idx, protocol, val_fraction, seed):
             speakers[records[i].speaker] = speakers.get(records[i].speaker, 0) + 1
         named = [s for s in speakers if s]
         if len(named) >= 2 and "" not in speakers:
-            order = [named[j] for j in _rng(seed, "val-speakers").permutation(len(named))]
+            if order == "rotate":
+                order = _rotation(records, named, test_idx, seed)
+            else:
+                order = [named[j] for j in _rng(seed, "val-speakers").permutation(len(named))]
             chosen, count = [order[0]], speakers[order[0]]
             for s in order[1:-1]:  # keep at least one training speaker
                 if abs(count + speakers[s] - target) < abs(count - target):
@@ -558,6 +568,18 @@ def _validation_split(records, train_idx, protocol, val_fraction, seed):
     val = [train_idx[j] for j in sorted(picked)]
     train = [train_idx[j] for j in range(len(train_idx)) if j not in picked]
     return train, val, []
+
+
+def _rotation(records, training_speakers, test_idx, seed) -> list[str]:
+    """The training speakers in the order they follow the test speakers in the corpus' sorted
+    speaker list, cyclically, starting ``seed`` speakers later (``val_order="rotate"``)."""
+    every = sorted({r.speaker for r in records})
+    test = {records[i].speaker for i in test_idx}
+    last = max((every.index(s) for s in test), default=-1)
+    cycle = [every[(last + 1 + k) % len(every)] for k in range(len(every))]
+    cycle = [s for s in cycle if s in set(training_speakers)]
+    shift = seed % len(cycle)
+    return cycle[shift:] + cycle[:shift]
 
 
 def _assemble(records, positions, per_utt, class_names, hop) -> UtteranceSet:

@@ -32,6 +32,7 @@ __all__ = [
     "DISTILLATION_VARIANTS",
     "PROTOCOLS",
     "SELECTIONS",
+    "VAL_ORDERS",
     "VARIANTS",
     "DataOptions",
     "Recipe",
@@ -60,6 +61,8 @@ HEAD_INITS = ("fused", "per_head")
 PRECISIONS = ("float32", "mixed_bfloat16")
 #: How a short utterance fills its one segment.
 PADDINGS = ("zero", "repeat")
+#: How ``loso`` picks its validation speakers (``DataOptions.val_order``).
+VAL_ORDERS = ("rotate", "seeded")
 
 
 def architecture(variant: str) -> str:
@@ -146,6 +149,12 @@ class DataOptions(_Options):
             (``"speaker03"``); stored as the index for a known corpus.
         split_seed: the seed of the subset, test and validation splits (None: the run's seed).
         val_fraction: share of the training utterances held out for validation (0: none).
+        val_order: ``loso`` only: which training speakers validate. ``"rotate"``: the ones that
+            follow the test speakers in the corpus' sorted speaker order, skipping ``seed``
+            speakers (fold k validates on the next speaker, so over the folds every speaker
+            validates once per seed); ``"seeded"``: a seeded shuffle of the training speakers
+            that is the same in every fold (one speaker then validates most folds; runs made
+            before 2026-12-01, whose stored options lack this field, used it).
         normalize: per-filter standardisation with the training split's statistics, inside
             the model.
         speaker_norm: per-speaker standardisation of the features, each speaker's utterances
@@ -177,6 +186,7 @@ class DataOptions(_Options):
     fold: int | str | None = None
     split_seed: int | None = None
     val_fraction: float = 0.1
+    val_order: str = "rotate"
     normalize: bool = False
     speaker_norm: bool = False
     drop_short: bool = False
@@ -230,6 +240,7 @@ class DataOptions(_Options):
         for name in ("train_hop", "eval_hop"):
             self._set(name, _number(name, getattr(self, name), low=0, low_open=True))
         _choice("padding", self.padding, PADDINGS)
+        _choice("val_order", self.val_order, VAL_ORDERS)
         for name in ("data_dir", "manual_dir", "cache_dir", "bundle_dir", "manifest"):
             self._set(name, _optional_path(name, getattr(self, name)))
         if self.manifest is not None:  # absolute: a run resumed elsewhere still finds it
@@ -466,7 +477,8 @@ class RunOptions(_Options):
             UserError: not a dict, an unknown key, or a bad value.
         """
         _check(isinstance(values, dict), f"options must be a JSON object, got {values!r:.60}")
-        return cls.from_flat(**values)
+        # runs made before val_order existed chose their validation speakers the seeded way
+        return cls.from_flat(**{"val_order": "seeded", **values})
 
     def replace(self, **changes) -> RunOptions:
         """A copy with some fields changed, named flat (``replace(variant="kd", fold=3)``).

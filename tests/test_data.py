@@ -16,6 +16,9 @@ from keras_dkd.options import DataOptions
 
 CLASSES = ["neutral", "happy", "angry", "sad"]
 GROUPS = ["g0", "g1", "g2", "g3"]
+# The validation speakers val_order="seeded" picks in folds 0-3 with seed 0 (the choice of every
+# run before val_order existed, kept as it was).
+SEEDED_VAL = [["g2F"], ["g2F"], ["g1F"], ["g1F"]]
 
 
 def _records(n_per_group: int = 8, seed: int = 0) -> list[data.Utterance]:
@@ -156,6 +159,42 @@ def test_loso_fold_tests_on_its_group_with_speaker_independent_validation(record
         assert bundle.describe()["fold_index"] == k
     by_name = _prepare(records, tmp_path, protocol="loso", fold="g2")
     assert _ids(by_name.test) == _ids(_prepare(records, tmp_path, protocol="loso", fold=2).test)
+
+
+@pytest.mark.once
+def test_validation_speakers_rotate_over_the_folds(records, tmp_path):
+    """rotate: fold k validates on the speaker after its test speakers (seed 0), seed s shifts
+    by s, so every speaker validates once per seed; seeded: one shuffle for every fold."""
+    speakers = sorted({r.speaker for r in records})  # g0F g0M g1F g1M g2F g2M ...
+
+    def val(fold, seed, order):
+        bundle = _prepare(records, tmp_path, seed, protocol="loso", fold=fold, val_order=order,
+                          val_fraction=0.1)
+        return bundle.describe()["val_speakers"]
+
+    for seed in (0, 1, 2):
+        chosen = [val(k, seed, "rotate") for k in range(len(GROUPS))]
+        assert all(len(v) == 1 for v in chosen)
+        last_test = [speakers.index(f"{g}M") for g in GROUPS]
+        expected = [speakers[(i + 1 + seed) % len(speakers)] for i in last_test]
+        if seed == 2:
+            assert expected[0] == "g2F"  # the third speaker after g0's
+        assert [v[0] for v in chosen] == expected
+    # the seeded shuffle (runs before val_order) is kept as it was: the same in every fold
+    assert [val(k, 0, "seeded") for k in range(len(GROUPS))] == SEEDED_VAL
+    with pytest.raises(UserError, match="unknown val_order"):
+        DataOptions("toy", val_order="random")
+
+
+def test_runs_made_before_val_order_read_back_as_seeded():
+    from keras_dkd.options import RunOptions
+
+    new = RunOptions.from_flat(protocol="loso", fold=0)
+    assert new.data.val_order == "rotate"
+    stored = new.to_dict()
+    del stored["val_order"]
+    assert RunOptions.from_dict(stored).data.val_order == "seeded"
+    assert RunOptions.from_dict(new.to_dict()).data.val_order == "rotate"
 
 
 @pytest.mark.once
