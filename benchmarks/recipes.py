@@ -136,7 +136,9 @@ def explore(args) -> None:
 def summarize(args) -> None:
     """Validation-only records of every finished run under ``--runs`` (whatever command made
     it), grouped by the run's folder; each group states how its options differ from today's
-    ``default`` recipe. Writes recipes_explore.json and .md."""
+    ``default`` recipe. Writes ``<name>.json`` and ``.md`` (``--name``, by default
+    recipes_explore; the second round, under rotating validation speakers, is
+    ``recipes_rotate``)."""
     from keras_dkd.options import RunOptions
 
     records = []
@@ -158,7 +160,8 @@ def summarize(args) -> None:
             "wall_seconds": json.loads(wall.read_text())["seconds"] if wall.is_file() else None,
             "options": options, "backend": config["backend"], "versions": config["versions"],
         })
-    records = _kept_records(Path(args.results) / "recipes_explore.json", records)
+    records = _kept_records(Path(args.results) / f"{args.name}.json", records)
+    orders = sorted({r["options"].get("val_order", "seeded") for r in records})
     lines = [
         "# Recipe exploration on EmoDB four_class (validation speakers only)",
         "",
@@ -168,6 +171,10 @@ def summarize(args) -> None:
         "on.",
         f"- Made by `python {' '.join(sys.argv)}` from the runs of `benchmarks/recipes.py "
         "explore`; `options` in the JSON hold every value of every run.",
+        "",
+        f"- Validation speakers: `val_order` {' and '.join(orders)} (`seeded`: one shuffle of "
+        "the training speakers for every fold, so one speaker validates most folds; `rotate`: "
+        "fold k validates on the speaker after its test speaker, shifted by the seed).",
         "",
         "- Besides the selected epoch's validation UA (a maximum over epochs, so it favours noisy "
         "curves), the last epoch's and the mean of the last 10 epochs' validation UA.",
@@ -204,10 +211,10 @@ def summarize(args) -> None:
 
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "recipes_explore.json",
-                      {"study": "recipes_explore", "command": "python " + " ".join(sys.argv),
+    atomic_write_json(out / f"{args.name}.json",
+                      {"study": args.name, "command": "python " + " ".join(sys.argv),
                        "records": records})
-    atomic_write_text(out / "recipes_explore.md", text)
+    atomic_write_text(out / f"{args.name}.md", text)
 
 
 def _kept_records(path: Path, found: list) -> list:
@@ -528,6 +535,8 @@ def main() -> None:
     m = sub.add_parser("summarize", help="validation-only table of the runs under --runs")
     m.add_argument("--runs", required=True)
     m.add_argument("--results", default=str(ROOT / "docs" / "results"))
+    m.add_argument("--name", default="recipes_explore",
+                   help="the records' file name under --results, without .json / .md")
     m.add_argument("--baseline", default=None,
                    help="folder to pair every other folder against (same variant, fold, seed)")
     args = parser.parse_args()
