@@ -187,7 +187,8 @@ def summarize(args) -> None:
         rs = [r for r in records if (r["setting"], r["variant"]) == (setting, variant)]
         first = rs[0]["options"]
         same = ("dataset", "config", "protocol", "fold", "seed", "variant", "manual_dir")
-        default = RunOptions.from_flat(recipe="default", **{k: first[k] for k in same})
+        default = RunOptions.from_flat(recipe="default", **{k: first[k] for k in same},
+                                       val_order=first.get("val_order", "seeded"))
         diff = "; ".join(d.replace("'", "")  # (options newer than a run take their default)
                          for d in default.differences(RunOptions.from_dict(first))) or "—"
         groups = list(dict.fromkeys(r["group"] for r in rs))
