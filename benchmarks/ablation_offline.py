@@ -33,7 +33,8 @@ def _data_options(args, bundle_dir=None):
 
     return DataOptions(args.dataset, args.config, args.protocol,
                        args.fold if args.protocol == "loso" else None,
-                       normalize=args.normalize, bundle_dir=bundle_dir)
+                       normalize=args.normalize, bundle_dir=bundle_dir,
+                       val_order=args.val_order)
 
 
 def export(args) -> None:
@@ -71,6 +72,9 @@ def main() -> None:
         p.add_argument("--fold", type=int, default=0)
         p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
         p.add_argument("--normalize", action="store_true")
+        p.add_argument("--val-order", choices=["rotate", "seeded"], default="rotate",
+                       help="which training speakers validate; the records made before "
+                            "2026-12-01 used seeded")
         p.add_argument("--out", required=True)
     r.add_argument("--bundles", required=True)
     r.add_argument("--epochs", type=int, default=50)

@@ -52,6 +52,9 @@ def parse_args(argv=None):
                         help="epoch budget (default: the recipe's); small values for smoke runs")
     parser.add_argument("--max-utterances", type=int, default=None,
                         help="a stratified subset of this many utterances (smoke runs only)")
+    parser.add_argument("--val-order", choices=["rotate", "seeded"], default="rotate",
+                        help="which training speakers validate [rotate]; the records made "
+                             "before 2026-12-01 used seeded")
     parser.add_argument("--manual-dir", default=None, help="the EmoDB folder (holding wav/)")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir")
     parser.add_argument("--cache-dir", default=None, help="feature cache")
@@ -76,7 +79,8 @@ def run_options(precision, seed, args):
     return RunOptions.from_flat(
         dataset="emodb", protocol="loso", fold=args.fold, seed=seed, recipe="default",
         variant=args.variant, precision=precision, manual_dir=args.manual_dir,
-        data_dir=args.data_dir, cache_dir=args.cache_dir, bundle_dir=args.bundles, **flat,
+        data_dir=args.data_dir, cache_dir=args.cache_dir, bundle_dir=args.bundles,
+        val_order=args.val_order, **flat,
     )
 
 

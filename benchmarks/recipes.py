@@ -72,7 +72,8 @@ def _train_one(setting, variant, fold, seed, args, extra=None):
     options = RunOptions.from_flat(
         dataset="emodb", protocol="loso", fold=fold, seed=seed, recipe=name,
         variant="ce" if variant == "cnn_mha" else "cnn", manual_dir=args.manual_dir,
-        data_dir=args.data_dir, cache_dir=args.cache_dir, **{**changes, **(extra or {})},
+        data_dir=args.data_dir, cache_dir=args.cache_dir, val_order=args.val_order,
+        **{**changes, **(extra or {})},
     )
     group = corpora.groups("emodb")[fold]
     run_dir = Path(args.runs) / setting.replace(":", "_").replace(",", "_").replace("=", "-") \
@@ -318,6 +319,11 @@ def final(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "recipes.json"
     records = json.loads(path.read_text())["records"] if path.is_file() else []
+    orders = {r["options"].get("val_order", "seeded") for r in records}
+    if orders - {args.val_order}:
+        sys.exit(f"error: {path} holds trainings made with --val-order "
+                 f"{', '.join(sorted(orders))}; add --val-order {min(orders)} to continue that "
+                 "study, or give this one its own --results folder")
     plan = _plan(args.seeds, args.folds, args.candidates, args.candidate_seeds)
     done = {(_setting(r), r["variant"], r["fold"], r["seed"]) for r in records}
     todo = [key for key in plan if key not in done]
@@ -340,7 +346,8 @@ def final(args) -> None:
                        + " ".join(map(str, args.seeds)) + " --manual-dir ../shared/data/emodb"
                        + (" --candidates " + " ".join(args.candidates) if args.candidates else "")
                        + (" --candidate-seeds " + " ".join(map(str, args.candidate_seeds))
-                          if args.candidates and args.candidate_seeds else ""),
+                          if args.candidates and args.candidate_seeds else "")
+                       + (" --val-order seeded" if args.val_order == "seeded" else ""),
             "planned": len(plan),
             "wall_seconds": float(sum(r["wall_seconds"] for r in records)),
             "records": records,
@@ -522,6 +529,9 @@ def main() -> None:
         p.add_argument("--manual-dir", default=None)
         p.add_argument("--data-dir", default=None)
         p.add_argument("--cache-dir", default=None)
+        p.add_argument("--val-order", choices=["rotate", "seeded"], default="rotate",
+                       help="which training speakers validate; recipes.json (the first round) "
+                            "was made with seeded")
     e.add_argument("--settings", nargs="+", required=True)
     e.add_argument("--variants", nargs="+", default=["cnn_mha"])
     f.add_argument("--results", default=str(ROOT / "docs" / "results"))
