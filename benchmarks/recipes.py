@@ -160,6 +160,8 @@ def summarize(args) -> None:
             "epochs_run": state.get("epochs_completed"),
             "wall_seconds": json.loads(wall.read_text())["seconds"] if wall.is_file() else None,
             "options": options, "backend": config["backend"], "versions": config["versions"],
+            **({"ua": json.loads((run / "metrics.json").read_text())["student"]["ua"]}
+               if args.with_test else {}),
         })
     records = _kept_records(Path(args.results) / f"{args.name}.json", records)
     orders = sorted({r["options"].get("val_order", "seeded") for r in records})
@@ -206,7 +208,11 @@ def summarize(args) -> None:
             f"{sum(r['wall_seconds'] or 0 for r in rs):.0f} |"
         )
     if args.baseline:
-        lines += _paired_validation(records, args.baseline)
+        lines += _paired_validation(records, args.baseline, with_test=args.with_test)
+        if args.with_test:
+            agreement = _validation_agreement(records, args.baseline,
+                                              lambda setting: setting != args.baseline)
+            lines += ["", agreement] if agreement else []
     text = "\n".join(lines) + "\n"
     print(text)
     from keras_dkd.io import atomic_write_json, atomic_write_text
@@ -236,15 +242,17 @@ def _late_val_ua(history) -> dict:
             "val_ua_last10": float(np.mean(values[-10:])) if values else None}
 
 
-def _paired_validation(records, baseline) -> list[str]:
-    """Each folder against ``baseline`` on the (variant, fold, seed) runs both have."""
+def _paired_validation(records, baseline, with_test=False) -> list[str]:
+    """Each folder against ``baseline`` on the (variant, fold, seed) runs both have (and the
+    test UA's paired difference, ``with_test``)."""
     from scipy import stats
 
     base = {(r["variant"], r["fold"], r["seed"]): r for r in records if r["setting"] == baseline}
     lines = ["", f"Paired against `{baseline}` on the same (variant, fold, seed), so the same "
              "validation speakers (mean ± sd of the differences, points; t-test p):", "",
-             "| setting | pairs | selected epoch | last epoch | last 10 epochs |",
-             "| --- | --- | --- | --- | --- |"]
+             "| setting | pairs | selected epoch | last epoch | last 10 epochs |"
+             + (" test UA (after the decision) |" if with_test else ""),
+             "| --- | --- | --- | --- | --- |" + (" --- |" if with_test else "")]
     for setting in dict.fromkeys(r["setting"] for r in records):
         pairs = [(r, base[(r["variant"], r["fold"], r["seed"])]) for r in records
                  if r["setting"] == setting != baseline
@@ -252,8 +260,9 @@ def _paired_validation(records, baseline) -> list[str]:
         if not pairs:
             continue
         cells = []
-        for key in ("val_ua", "val_ua_last", "val_ua_last10"):
-            d = np.array([a[key] - b[key] for a, b in pairs]) * 100
+        for key in ("val_ua", "val_ua_last", "val_ua_last10") + (("ua",) if with_test else ()):
+            d = np.array([a[key] - b[key] for a, b in pairs
+                          if a.get(key) is not None and b.get(key) is not None]) * 100
             p = (f"p {_p(stats.ttest_1samp(d, 0).pvalue)}" if len(d) > 2 and d.std() > 0
                  else "no test")
             cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1) if len(d) > 1 else 0:.1f} ({p})")
@@ -453,17 +462,19 @@ def _paired(records, a, b) -> str:
             + (f", Wilcoxon p {_p(w.pvalue)}" if w else "") + ".")
 
 
-def _validation_agreement(records) -> str:
-    """How well a candidate's validation difference from ``default`` (selected epoch, same
+def _validation_agreement(records, baseline="default",
+                          is_candidate=lambda setting: setting.startswith("default:")) -> str:
+    """How well a candidate's validation difference from ``baseline`` (selected epoch, same
     fold and seed, so the same validation speakers) foretells its test difference: the
-    correlation over every candidate training with a ``default`` pair."""
+    correlation over every candidate training with a ``baseline`` pair."""
     base = {(r["fold"], r["seed"]): r for r in records
-            if _setting(r) == "default" and r["variant"] == "cnn_mha"}
+            if _setting(r) == baseline and r["variant"] == "cnn_mha"}
     pairs = [(r["val_ua"] - base[(r["fold"], r["seed"])]["val_ua"],
               r["ua"] - base[(r["fold"], r["seed"])]["ua"])
-             for r in records if _setting(r).startswith("default:") and r["variant"] == "cnn_mha"
-             and (r["fold"], r["seed"]) in base and r.get("val_ua") is not None
-             and base[(r["fold"], r["seed"])].get("val_ua") is not None]
+             for r in records if is_candidate(_setting(r)) and r["variant"] == "cnn_mha"
+             and (r["fold"], r["seed"]) in base
+             and all(x.get(k) is not None for x in (r, base[(r["fold"], r["seed"])])
+                     for k in ("val_ua", "ua"))]
     if len(pairs) < 10:
         return ""
     from scipy import stats
@@ -546,6 +557,9 @@ def main() -> None:
     m = sub.add_parser("summarize", help="validation-only table of the runs under --runs")
     m.add_argument("--runs", required=True)
     m.add_argument("--results", default=str(ROOT / "docs" / "results"))
+    m.add_argument("--with-test", action="store_true",
+                   help="also the test UA (paired) and whether validation foretold it: for "
+                        "after a decision made on validation alone")
     m.add_argument("--name", default="recipes_explore",
                    help="the records' file name under --results, without .json / .md")
     m.add_argument("--baseline", default=None,
