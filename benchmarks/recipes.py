@@ -166,12 +166,16 @@ def summarize(args) -> None:
     records = _kept_records(Path(args.results) / f"{args.name}.json", records)
     orders = sorted({r["options"].get("val_order", "seeded") for r in records})
     lines = [
-        "# Recipe exploration on EmoDB four_class (validation speakers only)",
+        "# Recipe exploration on EmoDB four_class ("
+        + ("validation speakers; test added after the decision)" if args.with_test
+           else "validation speakers only)"),
         "",
         "- Leave-one-speaker-out; each cell is the mean ± sd over runs (folds × seeds) of the "
         "validation UA of the selected epoch; the validation speakers are carved from the "
-        "training speakers. No test metric is recorded here: this is what `default` was chosen "
-        "on.",
+        "training speakers. "
+        + ("The test UA is added (`--with-test`) only for settings already decided on "
+           "validation." if args.with_test else
+           "No test metric is recorded here: this is what `default` was chosen on."),
         f"- Made by `python {' '.join(sys.argv)}` from the runs of `benchmarks/recipes.py "
         "explore`; `options` in the JSON hold every value of every run.",
         "",
