@@ -309,7 +309,7 @@ def _candidate_seeds(spec: str, seeds) -> tuple[str, list[int]]:
 def _setting(record) -> str:
     """A record's setting: its recipe's name, with a candidate's changes (older records may lack
     the field)."""
-    return record.get("setting", record["recipe"])
+    return record["setting"] if "setting" in record else record["recipe"]
 
 
 def _machine() -> str:

@@ -167,7 +167,8 @@ def test_recipe_options_and_cli_flags():
     options = RunOptions.from_flat(speed=0.1, freq_warp=0.05)
     assert (options.recipe.speed, options.recipe.freq_warp) == (0.1, 0.05)
     assert RunOptions.from_flat().recipe.speed == 0.0  # off in default
-    for recipe in ("paper", "headfusion", "default"):
+    assert RunOptions.from_flat().recipe.freq_warp == 0.1  # default's since 2026-12-01
+    for recipe in ("paper", "headfusion"):
         flat = RunOptions.from_flat(recipe=recipe).to_dict()
         assert flat["speed"] == 0.0 and flat["freq_warp"] == 0.0
     with pytest.raises(UserError, match="speed must be <= 0.5"):
