@@ -577,7 +577,8 @@ def _rotation(records, training_speakers, test_idx, seed) -> list[str]:
     test = {records[i].speaker for i in test_idx}
     last = max((every.index(s) for s in test), default=-1)
     cycle = [every[(last + 1 + k) % len(every)] for k in range(len(every))]
-    cycle = [s for s in cycle if s in set(training_speakers)]
+    training = set(training_speakers)
+    cycle = [s for s in cycle if s in training]
     shift = seed % len(cycle)
     return cycle[shift:] + cycle[:shift]
 

@@ -173,9 +173,9 @@ def get_class_names(model) -> list[str]:
         >>> get_class_names(build_model(num_classes=3))
         ['class_0', 'class_1', 'class_2']
     """
-    for layer in reversed(getattr(model, "layers", [])):
-        if isinstance(layer, Logits):
-            return list(layer.class_names)
+    layer = _logits_layer(model)
+    if layer is not None:
+        return list(layer.class_names)
     raise UserError(
         f"model {getattr(model, 'name', model)!r} has no Logits layer holding class names; "
         "use a model built or trained by keras-dkd"
@@ -190,10 +190,7 @@ def get_padding(model) -> str:
         >>> get_padding(build_model(padding="repeat"))
         'repeat'
     """
-    for layer in reversed(getattr(model, "layers", [])):
-        if isinstance(layer, Logits):
-            return getattr(layer, "padding", "zero")
-    return "zero"
+    return getattr(_logits_layer(model), "padding", "zero")
 
 
 def get_speaker_norm(model) -> bool:
@@ -204,10 +201,15 @@ def get_speaker_norm(model) -> bool:
         >>> get_speaker_norm(build_model(speaker_norm=True))
         True
     """
+    return bool(getattr(_logits_layer(model), "speaker_norm", False))
+
+
+def _logits_layer(model):
+    """A keras-dkd model's final ``Logits`` layer (None if it has none)."""
     for layer in reversed(getattr(model, "layers", [])):
         if isinstance(layer, Logits):
-            return bool(getattr(layer, "speaker_norm", False))
-    return False
+            return layer
+    return None
 
 
 def recommended_jit_compile(backend=None):
