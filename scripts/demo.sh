@@ -7,8 +7,8 @@
 # Everything lands in $DEMO_DIR (default runs/demo). Rerunning is safe: a finished run is
 # reported as is, an interrupted one resumes from its last completed epoch (a run made with
 # other options is refused: set DEMO_DIR elsewhere or delete it). DEMO_EPOCHS scales the run
-# (default 40, the default recipe's budget: with the teacher's logits cached for the student,
-# both phases fit the 10-minute budget on 2 CPU cores; the paper uses 50).
+# (default 40, the default recipe's budget; the paper uses 50). The default recipe perturbs
+# training segments (frequency warping), so the student phase runs the teacher on every batch.
 # EmoDB is found, in this order: $KERAS_DKD_EMODB_DIR, then ../shared/data/emodb beside the
 # repository; with neither, the EmoDB builder downloads the official archive.
 set -euo pipefail
