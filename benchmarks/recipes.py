@@ -19,7 +19,9 @@ Three modes:
 - ``final``: the settings of the report (``default`` for ``cnn`` and ``cnn_mha``, ``paper`` and
   ``headfusion`` for ``cnn_mha``) on all folds, writing ``docs/results/recipes.json`` (one record
   per trained model), ``recipes.md`` (per fold and mean ± sd) and ``recipes.png`` after every
-  training. The records are the study's checkpoint: a rerun trains only what they lack (the
+  training (``--name`` renames the three: ``recipes_round1`` is the first round, made with
+  ``--val-order seeded`` before validation speakers rotated). The records are the study's
+  checkpoint: a rerun trains only what they lack (the
   default variants seed by seed first, then ``paper`` and ``headfusion`` fold by fold), so the
   study can be spread over sessions and machines; ``--max-trainings`` bounds one sitting.
   ``--candidates SETTING ...`` adds settings chosen on validation speakers in ``explore`` (e.g.
@@ -330,7 +332,7 @@ def final(args) -> None:
 
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "recipes.json"
+    path = out / f"{args.name}.json"
     records = json.loads(path.read_text())["records"] if path.is_file() else []
     orders = {r["options"].get("val_order", "seeded") for r in records}
     if orders - {args.val_order}:
@@ -360,24 +362,25 @@ def final(args) -> None:
                        + (" --candidates " + " ".join(args.candidates) if args.candidates else "")
                        + (" --candidate-seeds " + " ".join(map(str, args.candidate_seeds))
                           if args.candidates and args.candidate_seeds else "")
-                       + (" --val-order seeded" if args.val_order == "seeded" else ""),
+                       + (" --val-order seeded" if args.val_order == "seeded" else "")
+                       + (f" --name {args.name}" if args.name != "recipes" else ""),
             "planned": len(plan),
             "wall_seconds": float(sum(r["wall_seconds"] for r in records)),
             "records": records,
         }
         atomic_write_json(path, study)
-        _write_report(out, study)
+        _write_report(out, study, args.name)
     if path.is_file():  # also the report alone: `final --max-trainings 0`
         study = json.loads(path.read_text())
-        _write_report(out, study)
+        _write_report(out, study, args.name)
         print(_markdown(study))
 
 
-def _write_report(out: Path, study: dict) -> None:
+def _write_report(out: Path, study: dict, name: str = "recipes") -> None:
     from keras_dkd.io import atomic_path, atomic_write_text
 
-    atomic_write_text(out / "recipes.md", _markdown(study))
-    with atomic_path(out / "recipes.png") as tmp:
+    atomic_write_text(out / f"{name}.md", _markdown(study))
+    with atomic_path(out / f"{name}.png") as tmp:
         _plot(study, tmp)
 
 
@@ -545,8 +548,8 @@ def main() -> None:
         p.add_argument("--data-dir", default=None)
         p.add_argument("--cache-dir", default=None)
         p.add_argument("--val-order", choices=["rotate", "seeded"], default="rotate",
-                       help="which training speakers validate; recipes.json (the first round) "
-                            "was made with seeded")
+                       help="which training speakers validate; the first round "
+                            "(recipes_round1) was made with seeded")
     e.add_argument("--settings", nargs="+", required=True)
     e.add_argument("--variants", nargs="+", default=["cnn_mha"])
     f.add_argument("--results", default=str(ROOT / "docs" / "results"))
@@ -558,6 +561,9 @@ def main() -> None:
                    help="the seeds of the candidates (default: --seeds)")
     f.add_argument("--max-trainings", type=int, default=None,
                    help="stop after this many new trainings (rerun to continue)")
+    f.add_argument("--name", default="recipes",
+                   help="the records' file name under --results, without .json / .md / .png "
+                        "(recipes_round1: the first round, --val-order seeded)")
     m = sub.add_parser("summarize", help="validation-only table of the runs under --runs")
     m.add_argument("--runs", required=True)
     m.add_argument("--results", default=str(ROOT / "docs" / "results"))

@@ -77,14 +77,11 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_data, tmp_path,
-                                                         same_run):
-    from keras_dkd.options import RunOptions
+def _interrupt_and_resume(options, out: Path) -> dict:
+    """Train ``options`` into ``out``, interrupted (Ctrl-C) after the first batch of the
+    student's second epoch, then train again; return the resumed student phase's start event."""
     from keras_dkd.training import Progress, train
 
-    data = dict(zip(("data_dir", "cache_dir", "manual_dir"), emodb_data[1::2], strict=True))
-    options = {"max_utterances": 24, "epochs": 2, "batch_size": 8, **data}  # = OPTIONS
-    out = tmp_path / "run"
     events = []
 
     def on_event(event):
@@ -97,25 +94,18 @@ def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_da
             assert event["initial_epoch"] == 0
 
     with pytest.raises(KeyboardInterrupt):
-        train(
-            RunOptions.from_flat(dataset="emodb", **options),
-            out,
-            progress=Progress(callbacks=[_Interrupt(epoch=1, batch=0)], on_event=on_event),
-        )
+        train(options, out,
+              progress=Progress(callbacks=[_Interrupt(epoch=1, batch=0)], on_event=on_event))
     # killed mid-epoch: the student's checkpoint holds epoch 1 only, the teacher is finished
     state = json.loads((out / "checkpoints" / "student" / "state.json").read_text())
     assert state["epochs_completed"] == 1 and not state["complete"]
     assert (out / "teacher.keras").is_file() and not (out / "metrics.json").exists()
 
     events.clear()
-    options = RunOptions.from_flat(dataset="emodb", **options)
     result = train(options, out, progress=Progress(on_event=events.append))
     starts = {e["phase"]: e for e in events if e.get("status") == "start"}
     assert set(starts) == {"student"}  # the finished teacher is not retrained
     assert starts["student"]["initial_epoch"] == 1
-    # default perturbs the training segments (freq_warp), so the teacher runs on the perturbed
-    # input in every step (tests/test_distiller.py checks cached logits train alike)
-    assert starts["student"]["teacher_logits"] == "online"
     assert result["status"] == "resumed"
     assert _epochs_in_history(out) == [
         ("teacher", 1),
@@ -123,7 +113,41 @@ def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_da
         ("student", 1),
         ("student", 2),
     ]
+    return starts["student"]
+
+
+def _small_options(emodb_data, **changes):
+    from keras_dkd.options import RunOptions
+
+    data = dict(zip(("data_dir", "cache_dir", "manual_dir"), emodb_data[1::2], strict=True))
+    # = OPTIONS
+    return RunOptions.from_flat(dataset="emodb", max_utterances=24, epochs=2, batch_size=8,
+                                **data, **changes)
+
+
+def test_interrupted_training_resumes_to_the_same_result(reference_run, emodb_data, tmp_path,
+                                                         same_run):
+    out = tmp_path / "run"
+    start = _interrupt_and_resume(_small_options(emodb_data), out)
+    # default perturbs the training segments (freq_warp), so the teacher runs on the perturbed
+    # input in every step
+    assert start["teacher_logits"] == "online"
     same_run(out, reference_run)
+
+
+def test_interrupted_run_with_cached_teacher_logits_resumes_to_the_same_result(
+        emodb_data, tmp_path, same_run):
+    """Without perturbation the student phase reads the teacher's logits from a cache made
+    once; a resumed run reads the same cache and ends as the uninterrupted one."""
+    from keras_dkd.training import train
+
+    options = _small_options(emodb_data, freq_warp=0.0)
+    reference = tmp_path / "reference"
+    train(options, reference)
+    out = tmp_path / "run"
+    start = _interrupt_and_resume(options, out)
+    assert start["teacher_logits"] == "cached"
+    same_run(out, reference)
 
 
 def _command(out, emodb_data):
