@@ -207,13 +207,14 @@ def _speaker_transform(paths, stream, errors):
 
     stats = SpeakerStats()
     for index, path in enumerate(paths):
-        before = stats.count, stats.total.copy(), stats.squares.copy()
+        found = SpeakerStats()  # this file's, merged once it is read whole
         try:
             for segments in stream_segments(Path(path), **stream):
-                stats.add(segments)
+                found.add(segments)
         except AudioError as error:
             errors[index] = str(error)
-            stats.count, stats.total, stats.squares = before
+            continue
+        stats.merge(found)
     if stats.count == 0:
         return None if len(errors) == len(paths) else _silence_error(paths, errors)
     mean, std = stats.mean_std()

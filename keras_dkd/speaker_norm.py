@@ -68,6 +68,12 @@ class SpeakerStats:
         self.total += real.sum(axis=0)
         self.squares += np.square(real).sum(axis=0)
 
+    def merge(self, other: SpeakerStats) -> None:
+        """Add ``other``'s sums to these (e.g. one file's, once it was read whole)."""
+        self.count += other.count
+        self.total += other.total
+        self.squares += other.squares
+
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
         """``(mean, std)``, float32 per filter.
 
