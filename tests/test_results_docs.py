@@ -1,5 +1,6 @@
-"""The recorded results and the README agree: docs/results/recipes.md is what
-``benchmarks/recipes.py`` renders from recipes.json, and the README quotes its tables as they are.
+"""The recorded results and the README agree: docs/results/recipes.md (the recipes study) and
+recipes_round1.md (its first round) are what ``benchmarks/recipes.py`` renders from their JSON
+records, and the README quotes their tables as they are.
 """
 
 from __future__ import annotations
@@ -33,23 +34,30 @@ def _table_rows(markdown: str) -> list[str]:
             if line.startswith("| ") and not line.startswith(("| ---", "| recipe |"))]
 
 
+STUDIES = ["recipes", "recipes_round1"]
+
+
 @pytest.mark.once
-def test_recipes_report_is_rendered_from_its_records():
-    study = json.loads((RESULTS / "recipes.json").read_text())
-    assert (RESULTS / "recipes.md").read_text() == _recipes_script()._markdown(study)
+@pytest.mark.parametrize("name", STUDIES)
+def test_recipes_report_is_rendered_from_its_records(name):
+    study = json.loads((RESULTS / f"{name}.json").read_text())
+    assert (RESULTS / f"{name}.md").read_text() == _recipes_script()._markdown(study)
+    assert (RESULTS / f"{name}.png").is_file()
+    assert f"--name {name}" in study["command"] or name == "recipes"
     keys = [(r.get("setting", r["recipe"]), r["variant"], r["fold"], r["seed"])
             for r in study["records"]]
     assert len(keys) == len(set(keys)), "a (recipe, variant, fold, seed) is recorded twice"
 
 
 @pytest.mark.once
-def test_readme_quotes_the_recipes_tables_and_count():
-    study = json.loads((RESULTS / "recipes.json").read_text())
+@pytest.mark.parametrize("name", STUDIES)
+def test_readme_quotes_the_recipes_tables_and_count(name):
+    study = json.loads((RESULTS / f"{name}.json").read_text())
     readme = (ROOT / "README.md").read_text()
-    rows = _table_rows((RESULTS / "recipes.md").read_text())
+    rows = _table_rows((RESULTS / f"{name}.md").read_text())
     assert rows
     missing = [row for row in rows if row not in readme]
-    assert not missing, f"README.md lacks these rows of docs/results/recipes.md: {missing}"
+    assert not missing, f"README.md lacks these rows of docs/results/{name}.md: {missing}"
     words = " ".join(readme.split())
     assert f"{len(study['records'])} of the {study['planned']} planned trainings" in words
 
