@@ -1,9 +1,11 @@
 """Interrupted training resumes from its last completed epoch and ends as if never interrupted.
 
-Two interruptions, both compared with one uninterrupted reference run of the same options:
+Two kinds of interruption, each compared with one uninterrupted reference run of the same options:
 
 - in process, on every backend: a callback raises ``KeyboardInterrupt`` (what Ctrl-C does) in
-  the middle of the student's second epoch; rerunning the same ``train`` resumes it;
+  the middle of the student's second epoch; rerunning the same ``train`` resumes it. This runs
+  twice: with perturbations on (the teacher's logits computed online, per batch) and with them
+  off (the resumed student reads the cached teacher logits);
 - a real ``keras-dkd train`` subprocess killed with SIGKILL during the teacher's second epoch,
   then the same command run again (also with SpecAugment masks, against its own reference).
 
