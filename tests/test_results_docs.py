@@ -118,3 +118,27 @@ def test_readme_quotes_the_cpu_bfloat16_rows_and_the_parity_study():
     difference = summary["mean_ua_difference"] * 100, summary["sd_ua_difference"] * 100
     assert f"{difference[0]:+.1f} ± {difference[1]:.1f}" in words
     assert f"{summary['wall_speedup_median']:.2f}×" in words
+
+
+def _serving_script():
+    spec = importlib.util.spec_from_file_location(
+        "speaker_norm_serving", ROOT / "benchmarks" / "speaker_norm_serving.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_speaker_norm_serving_reports_are_rendered_from_their_records(split):
+    """The as-served measurement of speaker-normalised models: the table is its JSON's, the
+    plot exists, every record is a speaker-normalised model, and the README quotes the means."""
+    name = f"speaker_norm_serving_{split}"
+    study = json.loads((RESULTS / f"{name}.json").read_text())
+    assert study["split"] == split and f"--split {split}" in study["command"]
+    assert (RESULTS / f"{name}.md").read_text() == _serving_script()._markdown(study)
+    assert (RESULTS / f"{name}.png").is_file()
+    assert all(r["options"]["speaker_norm"] and r["split"] == split for r in study["records"])
+    mean_row = next(line for line in (RESULTS / f"{name}.md").read_text().splitlines()
+                    if line.startswith("| mean ± sd"))
+    assert mean_row in (ROOT / "README.md").read_text()
