@@ -62,12 +62,16 @@ def test_readme_quotes_the_recipes_tables_and_count(name):
     assert f"{len(study['records'])} of the {study['planned']} planned trainings" in words
 
 
-def _throughput_report():
-    spec = importlib.util.spec_from_file_location(
-        "throughput_report", ROOT / "benchmarks" / "throughput_report.py")
+def _benchmark(name: str):
+    """benchmarks/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _throughput_report():
+    return _benchmark("throughput_report")
 
 
 @pytest.mark.once
@@ -120,14 +124,6 @@ def test_readme_quotes_the_cpu_bfloat16_rows_and_the_parity_study():
     assert f"{summary['wall_speedup_median']:.2f}×" in words
 
 
-def _serving_script():
-    spec = importlib.util.spec_from_file_location(
-        "speaker_norm_serving", ROOT / "benchmarks" / "speaker_norm_serving.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.once
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_speaker_norm_serving_reports_are_rendered_from_their_records(split):
@@ -136,7 +132,8 @@ def test_speaker_norm_serving_reports_are_rendered_from_their_records(split):
     name = f"speaker_norm_serving_{split}"
     study = json.loads((RESULTS / f"{name}.json").read_text())
     assert study["split"] == split and f"--split {split}" in study["command"]
-    assert (RESULTS / f"{name}.md").read_text() == _serving_script()._markdown(study)
+    rendered = _benchmark("speaker_norm_serving")._markdown(study)
+    assert (RESULTS / f"{name}.md").read_text() == rendered
     assert (RESULTS / f"{name}.png").is_file()
     assert all(r["options"]["speaker_norm"] and r["split"] == split for r in study["records"])
     mean_row = next(line for line in (RESULTS / f"{name}.md").read_text().splitlines()
