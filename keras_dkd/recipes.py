@@ -27,8 +27,12 @@ unless ``recipe=`` / ``--recipe`` names another) and apply the options given exp
   training segments each lowered validation UA over 10 folds (paired), so they stay off; a
   weight decay of 0.5 and ``label_smoothing`` 0.1 did not raise it (within the noise of
   retraining ``default`` itself), so they stay off too, as do speed perturbation
-  (``speed`` 0.1, 10 folds × 2 seeds), ``mixup`` 0.4 and
-  speaker normalisation (``speaker_norm``, 4-5 points lower on validation).
+  (``speed`` 0.1, 10 folds × 2 seeds) and ``mixup`` 0.4. Speaker normalisation
+  (``speaker_norm``) was 4-5 points lower on validation with seeded validation speakers and
+  1.9-3.4 points higher with rotating ones (20 pairs, ``docs/results/recipes_rotate2.md``), but
+  only when a speaker's utterances are standardised together: served one utterance at a time,
+  as ``predict`` on one file and the exported waveform signatures do, the same models lose
+  34.9 points of validation UA (``docs/results/speaker_norm_serving_val.md``), so it stays off.
   ``default``'s weight decay of 1e-4 is, in effect, none (Keras decays by ``lr · wd`` per
   step: 0.003 % over a run). These were judged with ``val_order="seeded"``, whose validation
   speaker was nearly the same in every fold (speaker 14 or 13 with seed 0, 03 with seed 1), and

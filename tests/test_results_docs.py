@@ -139,3 +139,18 @@ def test_speaker_norm_serving_reports_are_rendered_from_their_records(split):
     mean_row = next(line for line in (RESULTS / f"{name}.md").read_text().splitlines()
                     if line.startswith("| mean ± sd"))
     assert mean_row in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.once
+def test_readme_quotes_the_second_rounds_paired_rows():
+    """recipes_rotate2 (the second round, continued): every candidate's paired row, with its
+    test column, is in the README as recorded, and each record holds a test UA (after the
+    decision) and its run's options."""
+    study = json.loads((RESULTS / "recipes_rotate2.json").read_text())
+    assert "--with-test" in study["command"] and "--name recipes_rotate2" in study["command"]
+    assert all("ua" in r and r["options"]["val_order"] == "rotate" for r in study["records"])
+    rows = [line for line in (RESULTS / "recipes_rotate2.md").read_text().splitlines()
+            if line.startswith("| default_") and line.count("|") == 7]
+    assert rows
+    readme = (ROOT / "README.md").read_text()
+    assert not [row for row in rows if row not in readme]
