@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -35,16 +36,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _ua(labels, predicted, classes) -> float:
-    recalls = [np.mean(np.asarray(predicted)[np.asarray(labels) == c] == c)
-               for c in classes if np.any(np.asarray(labels) == c)]
-    return float(np.mean(recalls))
+@functools.cache
+def _corpus(dataset: str, config: str, manual_dir: str, data_dir: str) -> dict:
+    """The corpus' utterances by id (loaded once for all the runs on it)."""
+    from keras_dkd.data import load_utterances
+
+    return {r.utterance_id: r for r in load_utterances(
+        dataset, config, manual_dir=manual_dir, data_dir=data_dir)}
 
 
 def _score(run: Path, manual_dir: Path, split: str = "test") -> dict | None:
     from keras_dkd import corpora
-    from keras_dkd.data import load_utterances
     from keras_dkd.io import load_model
+    from keras_dkd.metrics import classification_metrics
     from keras_dkd.models import get_class_names, get_speaker_norm
     from keras_dkd.predict import predict_files
 
@@ -58,9 +62,8 @@ def _score(run: Path, manual_dir: Path, split: str = "test") -> dict | None:
     corpus_names = corpora.class_names(options["dataset"], options["config"],
                                        data_dir=options["data_dir"])
     wanted = json.loads((run / "splits.json").read_text())[split]
-    found = {r.utterance_id: r for r in load_utterances(
-        options["dataset"], options["config"], manual_dir=options["manual_dir"],
-        data_dir=options["data_dir"])}
+    found = _corpus(options["dataset"], options["config"], options["manual_dir"],
+                    options["data_dir"])
     records = [found[u] for u in wanted]
     paths = [manual_dir / "wav" / f"{r.utterance_id}.wav" for r in records]
     labels = [names.index(corpus_names[r.label]) for r in records]
@@ -71,7 +74,11 @@ def _score(run: Path, manual_dir: Path, split: str = "test") -> dict | None:
     failed = [r for r in together + alone if "error" in r]
     if failed:
         sys.exit(f"error: {failed[0]['error']}")
-    classes = range(len(names))
+
+    def ua(results):
+        return classification_metrics(labels, [names.index(r["label"]) for r in results],
+                                      names)["ua"]
+
     if split == "test":
         study_ua = json.loads((run / "metrics.json").read_text())["student"]["ua"]
     else:  # the selected epoch's validation UA (student.keras is that epoch's model)
@@ -82,8 +89,7 @@ def _score(run: Path, manual_dir: Path, split: str = "test") -> dict | None:
         "speakers": sorted({r.speaker for r in records}), "seed": options["seed"],
         "n_utterances": len(paths),
         "ua_study": study_ua,
-        "ua_per_speaker": _ua(labels, [names.index(r["label"]) for r in together], classes),
-        "ua_per_utterance": _ua(labels, [names.index(r["label"]) for r in alone], classes),
+        "ua_per_speaker": ua(together), "ua_per_utterance": ua(alone),
         "wall_seconds": wall, "options": options, "backend": config["backend"],
         "versions": config["versions"],
     }
