@@ -292,6 +292,10 @@ def main() -> None:
     m.add_argument("--runs", required=True)
     m.add_argument("--results", default=str(ROOT / "docs" / "results"))
     args = parser.parse_args()
+    if args.mode == "run":
+        from keras_dkd.allocator import tune_allocator
+
+        tune_allocator()  # before the first computation, as the keras-dkd command does
     {"run": run, "report": report}[args.mode](args)
 
 
