@@ -177,7 +177,7 @@ def _plot(study, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
     for ax, key, title in ((axes[0], "val_ua", "validation UA, selected epoch"),
                            (axes[1], "ua", "test UA")):
         for i, r in enumerate(study["replicas"]):
@@ -191,9 +191,10 @@ def _plot(study, path: Path) -> None:
         ax.set_xticks(range(10))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("UA (%)")
-    axes[1].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3)
     fig.suptitle("The same recipe and seed, trained again: cnn_mha, EmoDB four_class, LOSO")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     from keras_dkd.io import atomic_path
 
     with atomic_path(path) as tmp:

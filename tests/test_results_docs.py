@@ -154,3 +154,24 @@ def test_readme_quotes_the_second_rounds_paired_rows():
     assert rows
     readme = (ROOT / "README.md").read_text()
     assert not [row for row in rows if row not in readme]
+
+
+@pytest.mark.once
+def test_retraining_noise_report_is_rendered_from_its_records():
+    """recipes_retrain: the table is what benchmarks/retrain_noise.py renders from its JSON, the
+    plot exists, every replica's records are in the study file it names, and the README quotes
+    the pooled row."""
+    study = json.loads((RESULTS / "recipes_retrain.json").read_text())
+    module = _benchmark("retrain_noise")
+    assert (RESULTS / "recipes_retrain.md").read_text() == module._markdown(study)
+    assert (RESULTS / "recipes_retrain.png").is_file()
+    for replica in study["replicas"]:
+        source = json.loads((ROOT / replica["file"]).read_text())["records"]
+        kept = {(r.get("setting", r.get("recipe")), r["variant"], r["fold"], r["seed"]): r
+                for r in source}
+        for record in replica["records"]:
+            original = kept[(replica["setting"], "cnn_mha", record["fold"], replica["seed"])]
+            assert record["ua"] == original["ua"] and record["val_ua"] == original["val_ua"]
+    pooled = next(line for line in (RESULTS / "recipes_retrain.md").read_text().splitlines()
+                  if line.startswith("| pooled"))
+    assert pooled in (ROOT / "README.md").read_text()
