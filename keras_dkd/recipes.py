@@ -39,7 +39,10 @@ unless ``recipe=`` / ``--recipe`` names another) and apply the options given exp
   the validation difference from ``default`` did not foretell the test difference
   (``docs/results/recipes.md``). Judged again with rotating validation speakers
   (``docs/results/recipes_rotate.md``), weight decay 0.5 and label smoothing 0.1 stay lower
-  and frequency warping is higher, so it joined ``default``.
+  and frequency warping is higher, so it joined ``default``. ``default`` keeps the epoch its
+  validation speakers score best (``select="best"``); judged on a second held-out speaker
+  (``docs/results/selection.md``), the last epoch scored higher (+2.1 points, 10 trainings),
+  so ``select="last"`` is decided and lands with the recipes study remade under it.
 
 Example:
     >>> recipe_values("headfusion")["schedule"]

@@ -175,3 +175,33 @@ def test_retraining_noise_report_is_rendered_from_its_records():
     pooled = next(line for line in (RESULTS / "recipes_retrain.md").read_text().splitlines()
                   if line.startswith("| pooled"))
     assert pooled in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.once
+def test_selection_report_is_rendered_from_its_records():
+    """selection (which epoch to keep): the table is what benchmarks/selection.py renders from
+    its JSON, each record's rule scores are the means of its judgements, and the README quotes
+    the rules' rows."""
+    study = json.loads((RESULTS / "selection.json").read_text())
+    module = _recipes_script_named("selection")
+    assert (RESULTS / "selection.md").read_text() == module._markdown(study)
+    assert (RESULTS / "selection.png").is_file()
+    for record in study["records"]:
+        assert len(record["judgements"]) == 2
+        for rule in module.RULES:
+            mean = sum(j[rule] for j in record["judgements"]) / len(record["judgements"])
+            assert record[f"judge_ua_{rule}"] == pytest.approx(mean)
+    rows = [line for line in (RESULTS / "selection.md").read_text().splitlines()
+            if line.startswith("| `")]
+    assert len(rows) == len(module.RULES)
+    readme = (ROOT / "README.md").read_text()
+    assert not [row for row in rows if row not in readme]
+
+
+def _recipes_script_named(name: str):
+    """benchmarks/<name>.py as a module, its folder importable (for ``_timed``)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return _benchmark(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
