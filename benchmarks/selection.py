@@ -23,7 +23,10 @@ Two modes:
 
 - ``run``: train (resumable, one run directory per fold and seed under ``--runs``, TensorFlow
   by default), with the per-epoch logits in ``RUN/curves.json``.
-- ``report``: ``docs/results/selection.json`` (one record per training), ``.md`` and ``.png``.
+- ``report``: ``docs/results/selection.json`` (one record per training), ``.md`` (a table per
+  seed, then over all) and ``.png``. The JSON is the study's record: ``report`` keeps the
+  trainings recorded there whose run folders are gone, and ``run`` does not train them again,
+  so the study can be spread over sessions and machines.
 
 Example (the commands behind docs/results/selection.md)::
 
@@ -88,11 +91,15 @@ def run(args) -> None:
     from keras_dkd.data import prepare
     from keras_dkd.options import RunOptions
 
+    recorded = {(r["fold"], r["seed"]) for r in _recorded(Path(args.results))}
     for seed in args.seeds:
         for fold in args.folds:
             run_dir = _run_dir(args, fold, seed)
             if (run_dir / "metrics.json").is_file() and (run_dir / "curves.json").is_file():
                 print(f"fold {fold} seed {seed}: done", flush=True)
+                continue
+            if (fold, seed) in recorded:
+                print(f"fold {fold} seed {seed}: recorded in selection.json", flush=True)
                 continue
             for fraction in VAL_FRACTIONS:
                 options = RunOptions.from_flat(
@@ -151,6 +158,13 @@ def judge(curves: dict) -> dict:
             "epochs": len(epochs)}
 
 
+def _recorded(results: Path) -> list:
+    """The records already in ``selection.json``: the study's record, kept when their run
+    folders are gone (a later sitting adds seeds and folds to them)."""
+    path = results / "selection.json"
+    return json.loads(path.read_text())["records"] if path.is_file() else []
+
+
 def report(args) -> None:
     from keras_dkd.io import atomic_path, atomic_write_json, atomic_write_text
 
@@ -174,6 +188,9 @@ def report(args) -> None:
             "options": config["options"], "backend": config["backend"],
             "versions": config["versions"],
         })
+    found = {(r["fold"], r["seed"]) for r in records}
+    kept = [r for r in _recorded(Path(args.results)) if (r["fold"], r["seed"]) not in found]
+    records = sorted(kept + records, key=lambda r: (r["seed"], r["fold"]))
     if not records:
         sys.exit(f"error: no finished runs with curves under {args.runs}; run "
                  "`benchmarks/selection.py run` first")
@@ -208,24 +225,13 @@ def _markdown(study) -> str:
         "`last` = the last epoch; `last5`, `last10` = the utterance logits of the last 5 / 10 "
         "epochs averaged. UA on the judging speaker, %; one number per training (the mean of "
         "its two judgements).",
-        "",
-        "| rule | judging-speaker UA (mean ± sd over trainings) | − `best`, paired (points) | "
-        "t-test p | Wilcoxon p | trainings where higher / equal / lower |",
-        "| --- | --- | --- | --- | --- | --- |",
     ]
-    base = np.array([r["judge_ua_best"] for r in records]) * 100
-    for rule in RULES:
-        values = np.array([r[f"judge_ua_{rule}"] for r in records]) * 100
-        cell = f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
-        if rule == "best":
-            lines.append(f"| `{rule}` | {cell} | — | — | — | — |")
-            continue
-        d = values - base
-        t = stats.ttest_1samp(d, 0).pvalue if d.std() > 0 else float("nan")
-        w = stats.wilcoxon(d).pvalue if np.any(d != 0) else float("nan")
-        lines.append(
-            f"| `{rule}` | {cell} | {d.mean():+.1f} ± {d.std(ddof=1):.1f} | {_p(t)} | {_p(w)} | "
-            f"{int((d > 0).sum())} / {int((d == 0).sum())} / {int((d < 0).sum())} |")
+    groups = [(f"Seed {seed} ({sum(r['seed'] == seed for r in records)} trainings)",
+               [r for r in records if r["seed"] == seed]) for seed in seeds]
+    if len(seeds) > 1:
+        groups.append((f"All {len(records)} trainings", records))
+    for title, group in groups:
+        lines += ["", f"## {title}", ""] + _rules_table(group, stats)
     selected = [j["selected_epoch"] for r in records for j in r["judgements"]]
     lines += [
         "",
@@ -244,6 +250,28 @@ def _markdown(study) -> str:
                      f"{', '.join(r['validation_speakers'])} | "
                      + " | ".join(f"{r[f'judge_ua_{k}'] * 100:.1f}" for k in RULES) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _rules_table(records, stats) -> list[str]:
+    lines = ["| rule | judging-speaker UA (mean ± sd over trainings) | − `best`, paired (points) | "
+             "t-test p | Wilcoxon p | trainings where higher / equal / lower |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    base = np.array([r["judge_ua_best"] for r in records]) * 100
+    for rule in RULES:
+        values = np.array([r[f"judge_ua_{rule}"] for r in records]) * 100
+        sd = values.std(ddof=1) if len(values) > 1 else 0.0
+        cell = f"{values.mean():.1f} ± {sd:.1f}"
+        if rule == "best":
+            lines.append(f"| `{rule}` | {cell} | — | — | — | — |")
+            continue
+        d = values - base
+        t = stats.ttest_1samp(d, 0).pvalue if len(d) > 2 and d.std() > 0 else float("nan")
+        w = stats.wilcoxon(d).pvalue if len(d) > 2 and np.any(d != 0) else float("nan")
+        d_sd = d.std(ddof=1) if len(d) > 1 else 0.0
+        lines.append(
+            f"| `{rule}` | {cell} | {d.mean():+.1f} ± {d_sd:.1f} | {_p(t)} | {_p(w)} | "
+            f"{int((d > 0).sum())} / {int((d == 0).sum())} / {int((d < 0).sum())} |")
+    return lines
 
 
 def _p(value) -> str:
@@ -286,6 +314,8 @@ def main() -> None:
     r.add_argument("--manual-dir", default=None)
     r.add_argument("--data-dir", default=None)
     r.add_argument("--cache-dir", default=None)
+    r.add_argument("--results", default=str(ROOT / "docs" / "results"),
+                   help="trainings recorded in selection.json there are not run again")
     r.add_argument("--epochs", type=int, default=None,
                    help="override the recipe's 40 epochs (a quick check; the study uses 40)")
     m = sub.add_parser("report", help="judge the rules; write docs/results/selection.*")

@@ -103,3 +103,31 @@ def test_retrain_noise_refuses_replicas_that_train_differently():
     b["records"][0]["options"]["lr"] = 1e-4
     with pytest.raises(SystemExit, match="differ in lr"):
         module.check_identical([a, b])
+
+
+@pytest.mark.once
+def test_selection_report_keeps_the_trainings_whose_run_folders_are_gone(tmp_path):
+    """The JSON is the study's record: a later report over a runs folder that lost (or never
+    had) some trainings keeps them, so a study spread over sessions adds up."""
+    import argparse
+    import json
+
+    module = _benchmark("selection")
+    judgements = [{"selector": "a", "judge": "b", "selected_epoch": 3, "best": 0.5, "last": 0.75,
+                   "last5": 0.75, "last10": 0.75},
+                  {"selector": "b", "judge": "a", "selected_epoch": 4, "best": 0.7, "last": 0.65,
+                   "last5": 0.7, "last10": 0.7}]
+    old = [{"setting": "default:val_fraction=0.2", "fold": fold, "group": f"speaker{fold}",
+            "seed": 0, "validation_speakers": ["a", "b"], "judge_ua_best": 0.6,
+            "judge_ua_last": 0.7, "judge_ua_last5": 0.725, "judge_ua_last10": 0.725,
+            "judgements": judgements, "epochs_run": 40, "wall_seconds": 1.0}
+           for fold in range(3)]
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "selection.json").write_text(json.dumps({"records": old}))
+    module.report(argparse.Namespace(runs=str(tmp_path / "runs"), results=str(results)))
+    study = json.loads((results / "selection.json").read_text())
+    assert [r["fold"] for r in study["records"]] == [0, 1, 2]
+    text = (results / "selection.md").read_text()
+    assert "| `last` | 70.0 ± 0.0 | +10.0 ± 0.0 |" in text
+    assert (results / "selection.png").is_file()
