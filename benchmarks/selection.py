@@ -122,10 +122,11 @@ def run(args) -> None:
                   flush=True)
 
 
-def _ua(labels, predictions, n_classes) -> float:
-    recalls = [np.mean(predictions[labels == c] == c) for c in range(n_classes)
-               if np.any(labels == c)]
-    return float(np.mean(recalls))
+def _ua(labels, predictions, class_names) -> float:
+    """UA as the study's validation UA computes it (over the classes the speaker has)."""
+    from keras_dkd.metrics import classification_metrics
+
+    return float(classification_metrics(labels, predictions, class_names)["ua"])
 
 
 def judge(curves: dict) -> dict:
@@ -135,11 +136,11 @@ def judge(curves: dict) -> dict:
     logits = np.asarray([curves["epochs"][e] for e in epochs], float)  # (E, U, C)
     labels = np.asarray(curves["labels"])
     speakers = np.asarray(curves["speakers"])
-    n_classes = len(curves["class_names"])
+    names = curves["class_names"]
     per_speaker = {}
     for s in sorted(set(speakers)):
         mask = speakers == s
-        per_speaker[s] = [_ua(labels[mask], np.argmax(logits[k][mask], axis=1), n_classes)
+        per_speaker[s] = [_ua(labels[mask], np.argmax(logits[k][mask], axis=1), names)
                           for k in range(len(epochs))]
     judgements = []
     for selector, judge_speaker in itertools.permutations(sorted(per_speaker), 2):
@@ -150,7 +151,7 @@ def judge(curves: dict) -> dict:
                   "last": per_speaker[judge_speaker][-1]}
         for k in (5, 10):
             mean_logits = logits[-k:, mask].mean(axis=0)
-            scores[f"last{k}"] = _ua(labels[mask], np.argmax(mean_logits, axis=1), n_classes)
+            scores[f"last{k}"] = _ua(labels[mask], np.argmax(mean_logits, axis=1), names)
         judgements.append({"selector": selector, "judge": judge_speaker,
                            "selected_epoch": int(epochs[best]), **scores})
     return {"judgements": judgements,
@@ -226,7 +227,10 @@ def _markdown(study) -> str:
         "epochs averaged. UA on the judging speaker, %; one number per training (the mean of "
         "its two judgements).",
     ]
-    groups = [(f"Seed {seed} ({sum(r['seed'] == seed for r in records)} trainings)",
+    def count(n):
+        return f"{n} training{'s' * (n != 1)}"
+
+    groups = [(f"Seed {seed} ({count(sum(r['seed'] == seed for r in records))})",
                [r for r in records if r["seed"] == seed]) for seed in seeds]
     if len(seeds) > 1:
         groups.append((f"All {len(records)} trainings", records))
