@@ -20,7 +20,8 @@ Three modes:
   ``headfusion`` for ``cnn_mha``) on all folds, writing ``docs/results/recipes.json`` (one record
   per trained model), ``recipes.md`` (per fold and mean ± sd) and ``recipes.png`` after every
   training (``--name`` renames the three: ``recipes_round1`` is the first round, made with
-  ``--val-order seeded`` before validation speakers rotated). The records are the study's
+  ``--val-order seeded`` before validation speakers rotated; ``recipes_round2`` the second,
+  made as ``recipes.json`` before ``default`` kept its last epoch). The records are the study's
   checkpoint: a rerun trains only what they lack (the
   default variants seed by seed first, then ``paper`` and ``headfusion`` fold by fold), so the
   study can be spread over sessions and machines; ``--max-trainings`` bounds one sitting.
@@ -356,7 +357,8 @@ def final(args) -> None:
         study = {
             "study": "recipes", "dataset": "emodb/four_class",
             "protocol": "leave-one-speaker-out, all 10 folds; validation speakers carved from "
-                        "the training speakers choose the epoch; the test speaker is scored once",
+                        "the training speakers; each recipe keeps the epoch its select names "
+                        "(best on validation, or the last); the test speaker is scored once",
             "command": "python benchmarks/recipes.py final --runs RUNS --seeds "
                        + " ".join(map(str, args.seeds)) + " --manual-dir ../shared/data/emodb"
                        + (" --candidates " + " ".join(args.candidates) if args.candidates else "")

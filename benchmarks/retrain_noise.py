@@ -18,7 +18,7 @@ Example (the command behind docs/results/recipes_retrain.md)::
         --replica docs/results/recipes_rotate.json default_freq_warp-0.1 0 \\
         --replica docs/results/recipes_rotate2.json default 0 \\
         --replica docs/results/recipes_rotate3.json default 0 \\
-        --replica docs/results/recipes.json default 1 \\
+        --replica docs/results/recipes_round2.json default 1 \\
         --replica docs/results/recipes_rotate2.json default 1
 """
 

@@ -360,9 +360,9 @@ def training_options(func):
         click.option(
             "--select",
             type=click.Choice(SELECTIONS),
-            default="best",
-            show_default=True,
-            help="Keep each phase's epoch with the best validation UA, or the last.",
+            default=None,
+            help="Keep each phase's epoch with the best validation UA, or the last "
+            "[recipe's: last in default, best in paper and headfusion].",
         ),
         click.option(
             "--val-fraction",

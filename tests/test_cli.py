@@ -259,6 +259,7 @@ def test_train_records_the_named_recipe_and_the_values_given_over_it(emodb_data,
     assert options["weight_decay"] == 1e-6 and options["schedule"] == "constant"
     assert options["padding"] == "zero" and options["normalize"] is False
     assert options["epochs"] == 1  # from TINY, over the recipe's 50
+    assert options["select"] == "best"  # the recipe's: no --select given
     # the same command again finds the finished run; another recipe is another run
     again = invoke(
         "train", "--dataset", "emodb", "--out", out, "--recipe", "paper", "--variant", "cnn",
@@ -268,6 +269,7 @@ def test_train_records_the_named_recipe_and_the_values_given_over_it(emodb_data,
     other = invoke("train", "--dataset", "emodb", "--out", out, "--variant", "cnn", *TINY,
                    *emodb_data)
     assert other.exit_code == 1 and "other options" in other.output
+    assert "select" in other.output  # default keeps the last epoch, paper the best
 
 
 @pytest.mark.once

@@ -100,11 +100,13 @@ def test_named_recipes_start_the_options_and_explicit_values_win():
     default = RunOptions.from_flat(dataset="emodb")
     assert default.recipe.name == "default" and default.recipe.learning_rate == 1e-3
     assert default.data.normalize is True and default.recipe.head_init == "per_head"
+    assert default.recipe.select == "last"  # decided on held-out training speakers (#15)
     paper = RunOptions.from_flat(dataset="emodb", recipe="paper")
     assert paper.recipe == Recipe()  # the dataclass defaults are the paper's recipe
     assert (paper.recipe.learning_rate, paper.recipe.weight_decay, paper.recipe.schedule) == (
         1e-4, 1e-6, "constant")
     assert paper.data.normalize is False and paper.data.padding == "zero"
+    assert paper.recipe.select == "best"
     headfusion = RunOptions.from_flat(dataset="emodb", recipe="headfusion", epochs=7)
     assert headfusion.recipe.schedule == "step" and headfusion.recipe.epochs == 7
     assert headfusion.data.drop_short is True
