@@ -37,7 +37,7 @@ unless ``recipe=`` / ``--recipe`` names another) and apply the options given exp
   step: 0.003 % over a run). These were judged with ``val_order="seeded"``, whose validation
   speaker was nearly the same in every fold (speaker 14 or 13 with seed 0, 03 with seed 1), and
   the validation difference from ``default`` did not foretell the test difference
-  (``docs/results/recipes.md``). Judged again with rotating validation speakers
+  (``docs/results/recipes_round1.md``). Judged again with rotating validation speakers
   (``docs/results/recipes_rotate.md``), weight decay 0.5 and label smoothing 0.1 stay lower
   and frequency warping is higher, so it joined ``default``. ``default`` keeps the
   last epoch of its budget (``select="last"``, since 2026-12-02): judged on a second held-out

@@ -1,6 +1,6 @@
 """The recorded results and the README agree: docs/results/recipes.md (the recipes study),
-recipes_round1.md and recipes_round2.md (its earlier rounds) are what ``benchmarks/recipes.py`` renders from their JSON
-records, and the README quotes their tables as they are.
+recipes_round1.md and recipes_round2.md (its earlier rounds) are what ``benchmarks/recipes.py``
+renders from their JSON records, and the README quotes their tables as they are.
 """
 
 from __future__ import annotations
