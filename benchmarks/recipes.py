@@ -8,7 +8,12 @@ Three modes:
 
 - ``explore``: candidate recipes on some folds, reporting **validation** UA only (the selected
   epoch's UA on the validation speakers, carved from the training speakers): this is what the
-  default recipe was chosen on. Test numbers are not printed.
+  default recipe was chosen on. Test numbers are not printed. A distilling variant
+  (``--variants dkd``, ``kd``, ...) distils a student from the ``default`` ``cnn_mha`` CE model
+  that ``final`` trained on the same fold and seed (``--teachers``, ``final``'s ``--runs``).
+  The student starts from that model's initial weights and sees the same batches (both are
+  seeded by the run's seed and the phase), so ``student - teacher`` validation UA, printed
+  paired, is what distillation adds to the same training.
 - ``summarize``: the validation-only records of every finished run under ``--runs``, grouped by
   folder, with how each differs from today's ``default``: ``docs/results/recipes_explore.json``
   and ``.md`` (made with ``summarize --runs <the explore runs>``; the folders were named after
@@ -72,13 +77,16 @@ def _train_one(setting, variant, fold, seed, args, extra=None):
     from keras_dkd.options import RunOptions
 
     name, changes = _parse_setting(setting)
+    group = corpora.groups("emodb")[fold]
+    if variant not in ("cnn_mha", "cnn"):  # a distilled student: from the study's CE model
+        extra = {**(extra or {}), "teacher": str(_teacher_path(args, fold, group, seed))}
     options = RunOptions.from_flat(
         dataset="emodb", protocol="loso", fold=fold, seed=seed, recipe=name,
-        variant="ce" if variant == "cnn_mha" else "cnn", manual_dir=args.manual_dir,
+        variant={"cnn_mha": "ce", "cnn": "cnn"}.get(variant, variant),
+        manual_dir=args.manual_dir,
         data_dir=args.data_dir, cache_dir=args.cache_dir, val_order=args.val_order,
         **{**changes, **(extra or {})},
     )
-    group = corpora.groups("emodb")[fold]
     run_dir = Path(args.runs) / setting.replace(":", "_").replace(",", "_").replace("=", "-") \
         / variant / f"fold{fold}-{group}" / f"seed{seed}"
     result, wall = train_timed(options, run_dir)
@@ -97,6 +105,23 @@ def _train_one(setting, variant, fold, seed, args, extra=None):
         "options": config["options"], "backend": config["backend"],
         "versions": config["versions"],
     }
+
+
+def _teacher_path(args, fold, group, seed) -> Path:
+    """The ``default`` ``cnn_mha`` CE model of (fold, seed) under ``--teachers``."""
+    if not getattr(args, "teachers", None):
+        raise SystemExit("error: distilled variants need --teachers (the runs of `final`)")
+    path = Path(args.teachers) / "default" / "cnn_mha" / f"fold{fold}-{group}" / f"seed{seed}" \
+        / "student.keras"
+    if not path.is_file():
+        raise SystemExit(f"error: {path}: no teacher; train it with `final --seeds {seed}` first")
+    return path
+
+
+def _teacher_val_ua(model_path: Path):
+    """The validation UA of the epoch a CE run kept (its ``selected_val_ua``)."""
+    state = model_path.parent / "checkpoints" / "student" / "state.json"
+    return json.loads(state.read_text()).get("selected_val_ua") if state.is_file() else None
 
 
 def _mean_sd(values):
@@ -120,6 +145,12 @@ def explore(args) -> None:
             print(f"{setting:<50} {variant:<8} val UA {_mean_sd(rows[-1][2])} "
                   f"(n={len(done)}), selected epochs {rows[-1][3]}, "
                   f"{rows[-1][4]:.0f} s", flush=True)
+            if variant not in ("cnn_mha", "cnn"):
+                # paired with its teacher (same fold, seed, validation speakers and batches)
+                diffs = [r["val_ua"] - _teacher_val_ua(Path(r["options"]["teacher"]))
+                         for r in done]
+                print(f"{'':<50} {'':<8} student - teacher val UA {_mean_sd(diffs)} "
+                      f"points {[round(d * 100, 1) for d in diffs]}", flush=True)
     folds = ", ".join(str(f) for f in args.folds)
     lines = [
         "# Recipe exploration on EmoDB four_class (validation speakers only)",
@@ -553,7 +584,11 @@ def main() -> None:
                        help="which training speakers validate; the first round "
                             "(recipes_round1) was made with seeded")
     e.add_argument("--settings", nargs="+", required=True)
-    e.add_argument("--variants", nargs="+", default=["cnn_mha"])
+    e.add_argument("--variants", nargs="+", default=["cnn_mha"],
+                   help="cnn_mha, cnn (CE), or a distilling variant (dkd, kd, tckd, nckd), "
+                        "whose teacher is the default cnn_mha model of --teachers")
+    e.add_argument("--teachers", default=None,
+                   help="the --runs folder of `final`, for distilled variants")
     f.add_argument("--results", default=str(ROOT / "docs" / "results"))
     f.add_argument("--candidates", nargs="*", default=[],
                    help="settings chosen on validation speakers (e.g. default:ema=0.98) to "
