@@ -20,7 +20,10 @@ Three modes:
   the runs, e.g. ``specaugment``). ``--baseline FOLDER`` adds each folder's paired differences
   against that one on the same (variant, fold, seed), hence the same validation speakers.
   Records already in ``recipes_explore.json`` stay unless a run under ``--runs`` replaces
-  them, so runs can be summarised after earlier run folders were deleted.
+  them, so runs can be summarised after earlier run folders were deleted. Distilled runs
+  (``explore --variants dkd``) are also paired with their teachers (student − teacher), and
+  ``<name>.png`` plots those differences (``docs/results/students.*``: ``summarize --runs
+  <the student runs> --name students``).
 - ``final``: the settings of the report (``default`` for ``cnn`` and ``cnn_mha``, ``paper`` and
   ``headfusion`` for ``cnn_mha``) on all folds, writing ``docs/results/recipes.json`` (one record
   per trained model), ``recipes.md`` (per fold and mean ± sd) and ``recipes.png`` after every
@@ -196,6 +199,7 @@ def summarize(args) -> None:
             "options": options, "backend": config["backend"], "versions": config["versions"],
             **({"ua": json.loads((run / "metrics.json").read_text())["student"]["ua"]}
                if args.with_test else {}),
+            **_teacher_fields(options.get("teacher"), args.with_test),
         })
     records = _kept_records(Path(args.results) / f"{args.name}.json", records)
     orders = sorted({r["options"].get("val_order", "seeded") for r in records})
@@ -245,6 +249,7 @@ def summarize(args) -> None:
             f"{epochs if len(rs) <= 4 else f'{np.mean(epochs):.1f} (mean)'} | "
             f"{sum(r['wall_seconds'] or 0 for r in rs):.0f} |"
         )
+    lines += _paired_teacher(records, with_test=args.with_test)
     if args.baseline:
         lines += _paired_validation(records, args.baseline, with_test=args.with_test)
         if args.with_test:
@@ -261,6 +266,8 @@ def summarize(args) -> None:
                       {"study": args.name, "command": "python " + " ".join(sys.argv),
                        "records": records})
     atomic_write_text(out / f"{args.name}.md", text)
+    if any("teacher_val_ua" in r for r in records):
+        _plot_students(records, out / f"{args.name}.png")
 
 
 def _kept_records(path: Path, found: list) -> list:
@@ -271,6 +278,76 @@ def _kept_records(path: Path, found: list) -> list:
     seen = {key(r) for r in found}
     old = json.loads(path.read_text())["records"] if path.is_file() else []
     return [r for r in old if key(r) not in seen] + found
+
+
+def _teacher_fields(teacher, with_test=False) -> dict:
+    """A distilled run's teacher (a CE model of ``final``): its kept validation UA (and test
+    UA, ``with_test``), for the paired student - teacher comparison."""
+    if not teacher:
+        return {}
+    model = Path(teacher)
+    fields = {"teacher_val_ua": _teacher_val_ua(model)}
+    metrics = model.parent / "metrics.json"
+    if with_test and metrics.is_file():
+        fields["teacher_ua"] = json.loads(metrics.read_text())["student"]["ua"]
+    return fields
+
+
+def _paired_teacher(records, with_test=False) -> list[str]:
+    """Each distilled (setting, variant) against its teachers: student - teacher, paired."""
+    from scipy import stats
+
+    groups = dict.fromkeys((r["setting"], r["variant"]) for r in records
+                           if r.get("teacher_val_ua") is not None)
+    if not groups:
+        return []
+    lines = ["", "Distilled students against their teachers (the CE model each was distilled "
+             "from: same fold, seed, validation speakers, initial weights and batches), "
+             "student − teacher in points, mean ± sd (t-test p), then per run:", "",
+             "| setting | variant | pairs | validation UA |"
+             + (" test UA (after the decision) |" if with_test else ""),
+             "| --- | --- | --- | --- |" + (" --- |" if with_test else "")]
+    for setting, variant in groups:
+        rs = [r for r in records if (r["setting"], r["variant"]) == (setting, variant)
+              and r.get("teacher_val_ua") is not None]
+        cells = []
+        for mine, theirs in (("val_ua", "teacher_val_ua"),) + ((("ua", "teacher_ua"),)
+                                                                 if with_test else ()):
+            d = np.array([r[mine] - r[theirs] for r in rs
+                          if r.get(mine) is not None and r.get(theirs) is not None]) * 100
+            p = (f"p {_p(stats.ttest_1samp(d, 0).pvalue)}" if len(d) > 2 and d.std() > 0
+                 else "no test")
+            each = ", ".join(f"{x:+.1f}" for x in d)
+            cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1) if len(d) > 1 else 0:.1f} ({p}): "
+                         f"{each}")
+        lines.append(f"| {setting} | {variant} | {len(rs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _plot_students(records, path) -> None:
+    """Student - teacher validation UA per run, one row of points per distilled setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys((r["setting"], r["variant"]) for r in records
+                                if r.get("teacher_val_ua") is not None))
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(groups)))
+    try:
+        for i, group in enumerate(groups):
+            d = [(r["val_ua"] - r["teacher_val_ua"]) * 100 for r in records
+                 if (r["setting"], r["variant"]) == group and r.get("teacher_val_ua") is not None]
+            ax.scatter(d, [i] * len(d), alpha=0.7)
+            ax.plot([np.mean(d)] * 2, [i - 0.3, i + 0.3], color="black")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(range(len(groups)), [f"{s} {v}" for s, v in groups], fontsize=8)
+        ax.set_xlabel("student − teacher validation UA (points; bar: mean)")
+        ax.set_title("Distillation on top of the teacher's own training (validation speakers)")
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def _late_val_ua(history) -> dict:
