@@ -295,7 +295,6 @@ def _teacher_fields(teacher, with_test=False) -> dict:
 
 def _paired_teacher(records, with_test=False) -> list[str]:
     """Each distilled (setting, variant) against its teachers: student - teacher, paired."""
-    from scipy import stats
 
     groups = dict.fromkeys((r["setting"], r["variant"]) for r in records
                            if r.get("teacher_val_ua") is not None)
@@ -313,13 +312,9 @@ def _paired_teacher(records, with_test=False) -> list[str]:
         cells = []
         for mine, theirs in (("val_ua", "teacher_val_ua"),) + ((("ua", "teacher_ua"),)
                                                                  if with_test else ()):
-            d = np.array([r[mine] - r[theirs] for r in rs
-                          if r.get(mine) is not None and r.get(theirs) is not None]) * 100
-            p = (f"p {_p(stats.ttest_1samp(d, 0).pvalue)}" if len(d) > 2 and d.std() > 0
-                 else "no test")
-            each = ", ".join(f"{x:+.1f}" for x in d)
-            cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1) if len(d) > 1 else 0:.1f} ({p}): "
-                         f"{each}")
+            d = [r[mine] - r[theirs] for r in rs
+                 if r.get(mine) is not None and r.get(theirs) is not None]
+            cells.append(f"{_difference_cell(d)}: " + ", ".join(f"{x * 100:+.1f}" for x in d))
         lines.append(f"| {setting} | {variant} | {len(rs)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -357,10 +352,18 @@ def _late_val_ua(history) -> dict:
             "val_ua_last10": float(np.mean(values[-10:])) if values else None}
 
 
+def _difference_cell(differences) -> str:
+    """Paired differences (fractions) as ``mean ± sd (p …)`` in points (one-sample t-test)."""
+    from scipy import stats
+
+    d = np.asarray(differences, float) * 100
+    p = f"p {_p(stats.ttest_1samp(d, 0).pvalue)}" if len(d) > 2 and d.std() > 0 else "no test"
+    return f"{d.mean():+.1f} ± {d.std(ddof=1) if len(d) > 1 else 0:.1f} ({p})"
+
+
 def _paired_validation(records, baseline, with_test=False) -> list[str]:
     """Each folder against ``baseline`` on the (variant, fold, seed) runs both have (and the
     test UA's paired difference, ``with_test``)."""
-    from scipy import stats
 
     base = {(r["variant"], r["fold"], r["seed"]): r for r in records if r["setting"] == baseline}
     lines = ["", f"Paired against `{baseline}` on the same (variant, fold, seed), so the same "
@@ -376,11 +379,9 @@ def _paired_validation(records, baseline, with_test=False) -> list[str]:
             continue
         cells = []
         for key in ("val_ua", "val_ua_last", "val_ua_last10") + (("ua",) if with_test else ()):
-            d = np.array([a[key] - b[key] for a, b in pairs
-                          if a.get(key) is not None and b.get(key) is not None]) * 100
-            p = (f"p {_p(stats.ttest_1samp(d, 0).pvalue)}" if len(d) > 2 and d.std() > 0
-                 else "no test")
-            cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1) if len(d) > 1 else 0:.1f} ({p})")
+            cells.append(_difference_cell(
+                [a[key] - b[key] for a, b in pairs
+                 if a.get(key) is not None and b.get(key) is not None]))
         lines.append(f"| {setting} | {len(pairs)} | " + " | ".join(cells) + " |")
     return lines
 
