@@ -295,7 +295,6 @@ def _teacher_fields(teacher, with_test=False) -> dict:
 
 def _paired_teacher(records, with_test=False) -> list[str]:
     """Each distilled (setting, variant) against its teachers: student - teacher, paired."""
-
     groups = dict.fromkeys((r["setting"], r["variant"]) for r in records
                            if r.get("teacher_val_ua") is not None)
     if not groups:
