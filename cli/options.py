@@ -22,6 +22,7 @@ from keras_dkd.options import (
     PROTOCOLS,
     SCHEDULES,
     SELECTIONS,
+    STUDENT_INITS,
     VAL_ORDERS,
     VARIANTS,
 )
@@ -363,6 +364,13 @@ def training_options(func):
             default=None,
             help="Keep each phase's epoch with the best validation UA, or the last "
             "[recipe's: last in default, best in paper and headfusion].",
+        ),
+        click.option(
+            "--student-init",
+            type=click.Choice(STUDENT_INITS),
+            default=None,
+            help="Where a distilled student starts: its own initial weights, or a copy of the "
+            "teacher's trained weights (same network) [recipe's].",
         ),
         click.option(
             "--val-fraction",

@@ -32,6 +32,7 @@ __all__ = [
     "DISTILLATION_VARIANTS",
     "PROTOCOLS",
     "SELECTIONS",
+    "STUDENT_INITS",
     "VAL_ORDERS",
     "VARIANTS",
     "DataOptions",
@@ -56,6 +57,8 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "inverse_time", "step", "cosine")
 #: Initialisations of the head-fusion layer's fused Q/K/V kernel.
 HEAD_INITS = ("fused", "per_head")
+#: Where a distilled student starts: its own initial weights, or the teacher's trained ones.
+STUDENT_INITS = ("random", "teacher")
 #: Keras dtype policies a run may train under: float32, or bfloat16 compute with float32
 #: variables (the softmax, losses, BatchNorm statistics and logits stay float32).
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -308,6 +311,10 @@ class Recipe(_Options):
         head_init: ``fused`` (Glorot over the fused Q/K/V kernel of the head-fusion layer) or
             ``per_head`` (Glorot over each head's 1x1 convolution, as separate layers get).
         select: ``best`` (each phase keeps its epoch with the best validation UA) or ``last``.
+        student_init: where a distilled student starts: ``random`` (its own initial weights, as
+            in the paper) or ``teacher`` (a copy of the teacher's trained weights; the teacher
+            must be the same network). Cross-entropy variants (``ce``, ``cnn``) have no teacher
+            and ignore it.
         precision: the Keras dtype policy the models are built with: ``float32`` or
             ``mixed_bfloat16`` (bfloat16 compute, float32 variables; softmax, losses,
             BatchNorm statistics and the logits stay float32). Saved models keep it.
@@ -347,6 +354,7 @@ class Recipe(_Options):
     balance_classes: bool = False
     head_init: str = "fused"
     select: str = "best"
+    student_init: str = "random"
     precision: str = "float32"
 
     def __post_init__(self):
@@ -357,6 +365,7 @@ class Recipe(_Options):
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("head_init", self.head_init, HEAD_INITS)
         _choice("selection", self.select, SELECTIONS)
+        _choice("student_init", self.student_init, STUDENT_INITS)
         _choice("precision", self.precision, PRECISIONS)
         for name, low, low_open in (("alpha", 0, False), ("beta", 0, False),
                                     ("temperature", 0, True), ("learning_rate", 0, True),
@@ -537,6 +546,8 @@ def result_differences(old: dict, new: dict, neutral: frozenset[str] = frozenset
     leaving out the options that do not change what a run computes (locations, the teacher's
     path) and ``neutral``."""
     skip = _RESULT_NEUTRAL | neutral
+    if not {old.get("variant"), new.get("variant")} & set(DISTILLATION_VARIANTS):
+        skip = skip | {"student_init"}  # no teacher to start from: it changes nothing
     keys = sorted((set(old) | set(new)) - skip, key=str)
     return [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in keys
             if _canonical(old.get(key)) != _canonical(new.get(key))]

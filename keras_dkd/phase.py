@@ -21,6 +21,7 @@ from keras_dkd.callbacks import (
     ValidationMetrics,
     patience_exhausted,
 )
+from keras_dkd.errors import UserError
 from keras_dkd.io import save_model
 from keras_dkd.losses import SparseCrossEntropy
 from keras_dkd.options import Recipe, RunOptions
@@ -156,6 +157,8 @@ class Phase:
                                 speaker_norm=self.options.data.speaker_norm)
         finally:
             keras.config.set_dtype_policy(previous)
+        if teacher is not None and recipe.student_init == "teacher":
+            _copy_teacher_weights(teacher, model)
         optimizer = make_optimizer(recipe, steps_per_epoch)
         if mode == "ce" and teacher is None:
             if recipe.mixup:  # mixed batches carry soft (batch, classes) targets
@@ -199,3 +202,15 @@ class Phase:
         ]
         trainer.fit(batches, epochs=recipe.epochs, initial_epoch=initial_epoch, shuffle=False,
                     verbose=self.progress.verbose, callbacks=callbacks)
+
+
+def _copy_teacher_weights(teacher, student) -> None:
+    """Start ``student`` from ``teacher``'s trained weights (``student_init="teacher"``)."""
+    theirs, ours = teacher.get_weights(), student.get_weights()
+    if [w.shape for w in theirs] != [w.shape for w in ours]:
+        raise UserError(
+            f"student_init 'teacher' needs the teacher's network, but {teacher.name!r} has "
+            f"{len(theirs)} weights of other shapes than the student's {len(ours)}; use "
+            "student_init 'random' or a teacher of the same network"
+        )
+    student.set_weights(theirs)

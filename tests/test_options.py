@@ -61,6 +61,7 @@ def test_differences_count_what_a_run_computes_not_where_files_live():
         ({"batch_size": 0}, "batch_size"),
         ({"learning_rate": float("nan")}, "learning_rate must be finite"),
         ({"select": "worst"}, "unknown selection"),
+        ({"student_init": "teachers"}, "unknown student_init"),
         ({"seed": -1}, "seed must be >= 0"),
         ({"seed": "3"}, "seed must be an integer"),
         ({"val_fraction": 1.0}, "val_fraction must be < 1"),
@@ -101,12 +102,13 @@ def test_named_recipes_start_the_options_and_explicit_values_win():
     assert default.recipe.name == "default" and default.recipe.learning_rate == 1e-3
     assert default.data.normalize is True and default.recipe.head_init == "per_head"
     assert default.recipe.select == "last"  # decided on held-out training speakers (#15)
+    assert default.recipe.student_init == "teacher"  # decided on validation speakers (#15)
     paper = RunOptions.from_flat(dataset="emodb", recipe="paper")
     assert paper.recipe == Recipe()  # the dataclass defaults are the paper's recipe
     assert (paper.recipe.learning_rate, paper.recipe.weight_decay, paper.recipe.schedule) == (
         1e-4, 1e-6, "constant")
     assert paper.data.normalize is False and paper.data.padding == "zero"
-    assert paper.recipe.select == "best"
+    assert paper.recipe.select == "best" and paper.recipe.student_init == "random"
     headfusion = RunOptions.from_flat(dataset="emodb", recipe="headfusion", epochs=7)
     assert headfusion.recipe.schedule == "step" and headfusion.recipe.epochs == 7
     assert headfusion.data.drop_short is True

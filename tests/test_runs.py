@@ -84,6 +84,17 @@ def test_an_option_added_later_takes_its_default_in_an_old_config():
 
 
 @pytest.mark.once
+def test_student_init_matters_only_to_distilled_runs():
+    from keras_dkd.options import RunOptions
+
+    for variant, differs in (("dkd", True), ("kd", True), ("ce", False), ("cnn", False)):
+        options = RunOptions.from_flat(dataset="emodb", variant=variant).to_dict()
+        other = {**options, "student_init": "teacher" if options["student_init"] == "random"
+                 else "random"}
+        assert bool(compatible({"options": options}, {"options": other})) is differs, variant
+
+
+@pytest.mark.once
 def test_history_csv_has_a_phase_column_and_the_union_of_columns(tmp_path):
     run = RunDir(tmp_path)
     run.write_history(
@@ -407,3 +418,46 @@ def test_a_damaged_or_foreign_teacher_is_one_user_error_and_nothing_is_trained(t
         message = str(error.value)
         assert message.startswith(str(teacher)) and problem in message and "\n" not in message
         assert not (tmp_path / f"run-{name}" / "student.keras").exists()
+
+
+def test_a_student_can_start_from_its_teachers_weights(toy_utterances, tmp_path):
+    """student_init="teacher": the distilled student's first step starts from the teacher's
+    trained weights (a tiny learning rate keeps them within reach after one epoch); "random"
+    starts elsewhere; a teacher of another network is one UserError before any training."""
+    from keras_dkd.io import load_model, save_model
+    from keras_dkd.models import build_model
+    from keras_dkd.options import DataOptions
+
+    classes = ["neutral", "happy", "angry", "sad"]
+    bundle = data.prepare_utterances(toy_utterances, classes, DataOptions(
+        "toy", protocol="loso", fold=0, cache_dir=tmp_path / "cache"))
+    common = dict(dataset="toy", protocol="loso", fold=0, epochs=1, warmup_epochs=1,
+                  learning_rate=1e-9, lr_warmup_epochs=0, freq_warp=0.0, seed=3)
+
+    def trainable(model):
+        return [np.asarray(w) for w in model.trainable_weights]
+
+    copied = training.train(RunOptions.from_flat(student_init="teacher", **common),
+                            tmp_path / "copied", bundle=bundle)
+    teacher = load_model(Path(copied["run_dir"]) / "teacher.keras")
+    student = load_model(Path(copied["run_dir"]) / "student.keras")
+    assert all(np.allclose(s, t, atol=1e-5)
+               for s, t in zip(trainable(student), trainable(teacher), strict=True))
+    config = json.loads((Path(copied["run_dir"]) / "config.json").read_text())
+    assert config["options"]["student_init"] == "teacher"
+
+    fresh = training.train(
+        RunOptions.from_flat(student_init="random", teacher=str(tmp_path / "copied" /
+                                                               "teacher.keras"), **common),
+        tmp_path / "fresh", bundle=bundle)
+    student = load_model(Path(fresh["run_dir"]) / "student.keras")
+    assert not all(np.allclose(s, t, atol=1e-3)
+                   for s, t in zip(trainable(student), trainable(teacher), strict=True))
+
+    other = build_model(variant="cnn", class_names=classes, normalization=bundle.normalization)
+    save_model(other, tmp_path / "cnn.keras")
+    with pytest.raises(UserError) as error:
+        training.train(RunOptions.from_flat(student_init="teacher", teacher=str(
+            tmp_path / "cnn.keras"), **common), tmp_path / "other", bundle=bundle)
+    assert "student_init" in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "other" / "student.keras").exists()
