@@ -486,8 +486,13 @@ class RunOptions(_Options):
             UserError: not a dict, an unknown key, or a bad value.
         """
         _check(isinstance(values, dict), f"options must be a JSON object, got {values!r:.60}")
-        # runs made before val_order existed chose their validation speakers the seeded way
-        return cls.from_flat(**{"val_order": "seeded", **values})
+        # An option missing from an older config did not exist when its run was made: the run
+        # behaved as the option's field default says (not as today's named recipe sets it, e.g.
+        # default's student_init or freq_warp), except that runs made before val_order existed
+        # chose their validation speakers the seeded way.
+        before = {f.name: f.default for part in (DataOptions, Recipe) for f in fields(part)
+                  if f.name != "name" and f.default is not dataclasses.MISSING}
+        return cls.from_flat(**{**before, "val_order": "seeded", **values})
 
     def replace(self, **changes) -> RunOptions:
         """A copy with some fields changed, named flat (``replace(variant="kd", fold=3)``).

@@ -26,6 +26,19 @@ def test_flat_options_route_to_data_recipe_and_run_and_round_trip_through_json()
 
 
 @pytest.mark.once
+def test_an_option_missing_from_an_old_config_reads_as_it_behaved_then():
+    """A config written before ``student_init`` or ``freq_warp`` existed trained as their field
+    defaults (no copy, no warping), though today's ``default`` recipe sets both."""
+    today = RunOptions.from_flat(dataset="emodb", protocol="loso", fold=0)
+    assert (today.recipe.student_init, today.recipe.freq_warp) == ("teacher", 0.1)
+    old = {k: v for k, v in today.to_dict().items() if k not in ("student_init", "freq_warp")}
+    then = RunOptions.from_dict(old)
+    assert (then.recipe.student_init, then.recipe.freq_warp) == ("random", 0.0)
+    assert then.recipe.learning_rate == 1e-3 and then.recipe.name == "default"
+    assert RunOptions.from_dict(today.to_dict()) == today
+
+
+@pytest.mark.once
 def test_replace_makes_study_variants_and_checks_them():
     base = RunOptions.from_flat(dataset="emodb", protocol="loso", fold=0)
     other = base.replace(variant="cnn", fold=4, seed=2)
