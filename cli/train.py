@@ -107,6 +107,8 @@ class Printer:
                 if event.get("mode") == "ce"
                 else f"{event.get('mode', '').upper()} from the teacher"
                 + (" (its logits cached)" if event.get("teacher_logits") == "cached" else "")
+                + (", starting from its weights" if event.get("student_init") == "teacher"
+                   else "")
             )
             start = event.get("initial_epoch", 0)
             resume = f", resuming after epoch {start}" if start else ""

@@ -187,7 +187,8 @@ class Phase:
                            initial_epoch=initial_epoch, mode=mode, model_variant=variant,
                            steps_per_epoch=len(batches),
                            teacher_logits="cached" if batches.teacher_logits is not None
-                           else ("online" if mode != "ce" else None))
+                           else ("online" if mode != "ce" else None),
+                           student_init=recipe.student_init if mode != "ce" else None)
         if initial_epoch >= recipe.epochs or self._stopped_early():
             return
         callbacks = [

@@ -227,7 +227,9 @@ class _Training:
                 "teacher": "cnn_mha trained with cross-entropy" if recipe.distills else None,
                 "student": {"cnn": "cnn (no attention) trained with cross-entropy",
                             "ce": "cnn_mha trained with cross-entropy"}.get(
-                    recipe.variant, f"cnn_mha distilled with {recipe.variant} from the teacher"),
+                    recipe.variant, f"cnn_mha distilled with {recipe.variant} from the teacher"
+                    + (", starting from the teacher's trained weights"
+                       if recipe.student_init == "teacher" else "")),
             },
         }
 

@@ -213,6 +213,8 @@ def test_train_writes_every_file_of_the_run_directory(trained_run):
     assert config["seed"] == 0
     assert config["versions"]["keras"]
     assert config["options"]["variant"] == "dkd" and config["options"]["epochs"] == 2
+    assert config["options"]["student_init"] == "teacher"  # default's, said in words too
+    assert config["recipe"]["student"].endswith("starting from the teacher's trained weights")
     assert config["data"]["splits"]["test"]["utterances"] > 0
 
     metrics = json.loads((out / "metrics.json").read_text())
